@@ -1,0 +1,87 @@
+"""The report's autoencoder on Fashion-MNIST (or MNIST), logged to W&B.
+
+python -m experiments.autoencoder --latent_dim=2 --epochs=20 --wandb_mode=offline
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import numpy as np
+
+from genjax import cli, data, images, loop
+from genjax.config import AutoencoderConfig, parse_flags
+from genjax.models.autoencoder import Autoencoder
+from genjax.steps import autoencoder as steps
+from genjax.wandb_logging import Run
+
+FAMILY = loop.Family(
+    "autoencoder", steps.train_step, steps.eval_step, pixel_range=steps.PIXEL_RANGE
+)
+
+
+def fixed_test_images(dataset: data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same test images for every run and epoch, so that pictures can be compared."""
+    count = min(count, len(dataset.test))
+    return dataset.test.images[:count], dataset.test.labels[:count]
+
+
+def run(config: AutoencoderConfig) -> dict:
+    dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
+    loop.steps_per_epoch(config, len(dataset.train))  # Refuse a bad batch size before compiling.
+    workdir = loop.workdir_for(config, "autoencoder")
+    keys = loop.run_keys(config.seed)
+    model = Autoencoder(
+        latent_dim=config.latent_dim,
+        hidden_dim=config.hidden_dim,
+        latent_activation=config.latent_activation,
+        leaky_slope=config.leaky_slope,
+        image_shape=dataset.info.image_shape,
+    )
+    state = steps.create_state(model, config.learning_rate, keys.init)
+
+    shown, _ = fixed_test_images(dataset, config.num_reconstructions)
+    shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
+    latent_images, latent_labels = fixed_test_images(dataset, config.latent_points)
+    latent_x = jax.device_put(data.scale(latent_images, steps.PIXEL_RANGE))
+    class_names = dataset.info.class_names
+
+    def media(state, epoch):
+        recon = images.to_uint8(jax.device_get(steps.reconstruct(state, shown_x)))
+        panel = images.reconstruction_grid(shown, recon)
+        z = jax.device_get(steps.encode(state, latent_x))
+        png, scatter = images.latent_plots(z, latent_labels, class_names)
+        caption = f"epoch {epoch}: odd rows are test images, even rows their reconstructions"
+        return {
+            "images": {"reconstructions": (panel, caption), "latent_space": png},
+            "scatters": {"latent_space_scatter": scatter},
+        }
+
+    wandb_run = Run(
+        directory=workdir,
+        config={**config.to_dict(), "experiment": "autoencoder", "data_source": dataset.source},
+        mode=config.wandb_mode,
+        project=config.wandb_project,
+        entity=config.wandb_entity,
+        name=config.wandb_name,
+        job_type="autoencoder",
+        init_timeout=config.wandb_init_timeout,
+    )
+    try:
+        summary = loop.train(config, FAMILY, state, dataset, keys, wandb_run, workdir, media)
+    except BaseException:
+        wandb_run.finish(exit_code=1)
+        raise
+    wandb_run.finish()
+    print(loop.final_message(summary, workdir))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(lambda: run(parse_flags(AutoencoderConfig, argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

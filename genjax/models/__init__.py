@@ -1,0 +1,1 @@
+"""Pure Flax Linen modules: no optax, tfds or wandb in here."""

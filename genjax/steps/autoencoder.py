@@ -1,0 +1,69 @@
+"""The autoencoder's state, jitted train/eval steps and its sampling functions."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from genjax import losses
+from genjax.models.autoencoder import Autoencoder
+
+PIXEL_RANGE = (0.0, 1.0)  # The decoder ends in a sigmoid.
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_params(model: Autoencoder, key: jax.Array):
+    """The model's initial parameters; jitted once per model shape, not run op by op."""
+    return model.init(key, jnp.zeros((1, *model.image_shape), jnp.float32))["params"]
+
+
+def create_state(
+    model: Autoencoder, learning_rate: float, key: jax.Array
+) -> train_state.TrainState:
+    """Initial parameters and Adam state; the module and optimizer are bound here, once."""
+    params = init_params(model, key)
+    return train_state.TrainState.create(
+        apply_fn=model.apply, params=params, tx=optax.adam(learning_rate)
+    )
+
+
+def _loss(params, state, batch):
+    x = batch["image"]
+    x_hat = state.apply_fn({"params": params}, x)
+    return jnp.mean(losses.mean_squared_error(x, x_hat))
+
+
+@functools.partial(jax.jit, donate_argnames="state")
+def train_step(state, batch, key):
+    """One Adam step on the batch's mean squared error: (state, batch, key) -> (state, metrics).
+
+    The autoencoder draws no random numbers; the key keeps every family's step signature
+    the same (it would be folded with state.step, as the VAE's is).
+    """
+    del key
+    loss, grads = jax.value_and_grad(_loss)(state.params, state, batch)
+    return state.apply_gradients(grads=grads), {"loss": loss}
+
+
+@jax.jit
+def eval_step(state, batch, key):
+    """Per-example metrics on a batch, [B] each."""
+    del key
+    x_hat = state.apply_fn({"params": state.params}, batch["image"])
+    return {"loss": losses.mean_squared_error(batch["image"], x_hat)}
+
+
+@jax.jit
+def reconstruct(state, images):
+    """[B, 28, 28, 1] in [0, 1] -> reconstructions."""
+    return state.apply_fn({"params": state.params}, images)
+
+
+@jax.jit
+def encode(state, images):
+    """[B, 28, 28, 1] in [0, 1] -> latent codes [B, latent_dim]."""
+    return state.apply_fn({"params": state.params}, images, method="encode")

@@ -1,0 +1,103 @@
+"""Many training steps per device dispatch, and whole-split evaluation, on device data.
+
+The step functions plug in as static arguments:
+  train_step(state, batch, key) -> (state, metrics)   metrics: flat dict of scalars
+  eval_step(state, batch, key) -> metrics             metrics: flat dict of [B] arrays
+A batch is {"image": float [B, H, W, C] scaled to the model's pixel range, "label": int [B]}.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from genjax import data
+
+TrainStep = Callable
+EvalStep = Callable
+
+
+def _batch(images, labels, idx, pixel_range):
+    return {"image": data.scale(images[idx], pixel_range), "label": labels[idx]}
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("train_step", "num_steps", "batch_size", "pixel_range"),
+    donate_argnames="state",
+)
+def train_steps(
+    state,
+    images: jax.Array,
+    labels: jax.Array,
+    step_key: jax.Array,
+    data_key: jax.Array,
+    epoch: jax.Array,
+    start: jax.Array,
+    *,
+    train_step: TrainStep,
+    num_steps: int,
+    batch_size: int,
+    pixel_range: Sequence[float],
+):
+    """Runs steps start .. start+num_steps-1 of `epoch` in one lax.scan; metrics are [num_steps].
+
+    The batch order depends only on (data_key, epoch) and the step's randomness only on
+    (step_key, state.step), so a chunked, resumed or re-run epoch draws the same numbers.
+    """
+    perm = data.epoch_permutation(data_key, epoch, images.shape[0])
+
+    def body(state, i):
+        idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
+        return train_step(state, _batch(images, labels, idx, pixel_range), step_key)
+
+    return jax.lax.scan(body, state, jnp.arange(num_steps))
+
+
+@functools.partial(jax.jit, static_argnames=("eval_step", "batch_size", "pixel_range"))
+def evaluate(
+    state,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    eval_step: EvalStep,
+    batch_size: int,
+    pixel_range: Sequence[float],
+) -> dict[str, jax.Array]:
+    """Mean of eval_step's per-example metrics over a whole split, in fixed-size batches.
+
+    The last batch is filled with repeats of the final example and masked out, so every
+    example counts exactly once and only one batch shape is ever compiled.
+    """
+    n = images.shape[0]
+    num_batches = -(-n // batch_size)
+
+    def body(totals, i):
+        idx = i * batch_size + jnp.arange(batch_size)
+        mask = (idx < n).astype(jnp.float32)
+        batch = _batch(images, labels, jnp.minimum(idx, n - 1), pixel_range)
+        metrics = eval_step(state, batch, jax.random.fold_in(key, i))
+        sums = {k: jnp.sum(v * mask) for k, v in metrics.items()}
+        if totals is None:
+            return sums, None
+        return jax.tree.map(jnp.add, totals, sums), None
+
+    # The first batch is traced outside the scan to learn the metric names.
+    totals, _ = body(None, 0)
+    totals, _ = jax.lax.scan(body, totals, jnp.arange(1, num_batches))
+    return jax.tree.map(lambda t: t / n, totals)
+
+
+def chunks(steps_per_epoch: int, steps_per_dispatch: int) -> list[tuple[int, int]]:
+    """(start, length) of each dispatch in an epoch; at most two distinct lengths compile."""
+    out = []
+    start = 0
+    while start < steps_per_epoch:
+        length = min(steps_per_dispatch, steps_per_epoch - start)
+        out.append((start, length))
+        start += length
+    return out

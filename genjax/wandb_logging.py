@@ -1,0 +1,212 @@
+"""The only module that imports wandb: choosing the mode, logging, and reading runs back.
+
+W&B must never stop or stall training: the mode is decided before `wandb.init`, an online
+init that fails or times out falls back to offline, and logging errors are reported once
+and then ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import wandb
+
+from genjax.images import Scatter
+
+DEFAULT_HOST = "api.wandb.ai"
+
+
+def _notice(message: str) -> None:
+    print(f"[wandb] {message}", file=sys.stderr, flush=True)
+
+
+def api_key_configured() -> bool:
+    """Whether `wandb login` or WANDB_API_KEY has given this machine a key for the W&B host.
+
+    Read from the environment and ~/.netrc with the standard library, not wandb's private
+    auth modules, which change between releases.
+    """
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
+    host = host.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        auth = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def choose_mode(requested: str) -> str:
+    """auto -> online when a key is configured, else offline (with a one-line notice)."""
+    if requested != "auto":
+        return requested
+    if api_key_configured():
+        return "online"
+    _notice("no W&B API key configured: logging offline (`wandb login` to go online)")
+    return "offline"
+
+
+class Run:
+    """A W&B run under `directory`; the experiment's only handle on W&B."""
+
+    def __init__(
+        self,
+        *,
+        directory: str | os.PathLike,
+        config: Mapping[str, Any],
+        mode: str = "auto",
+        project: str = "genjax",
+        entity: str = "",
+        name: str = "",
+        group: str = "",
+        job_type: str = "",
+        init_timeout: float = 20.0,
+    ):
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self._failed_once = False
+        mode = choose_mode(mode)
+        kwargs = dict(
+            dir=str(directory),
+            config=dict(config),
+            project=project or None,
+            entity=entity or None,
+            name=name or None,
+            group=group or None,
+            job_type=job_type or None,
+            reinit="create_new",
+        )
+        try:
+            self._run = self._init(mode, init_timeout, kwargs)
+        except Exception as e:  # Network down, bad key, server error: never fatal.
+            if mode != "online":
+                raise
+            reason = (str(e).strip().splitlines() or [""])[0]
+            _notice(
+                f"could not start an online run ({type(e).__name__}: {reason}); logging offline"
+            )
+            mode = "offline"
+            self._run = self._init(mode, init_timeout, kwargs)
+        self.mode = mode
+
+    @staticmethod
+    def _init(mode: str, init_timeout: float, kwargs: dict[str, Any]):
+        settings = wandb.Settings(
+            mode=mode,
+            init_timeout=init_timeout,
+            # Our progress bar owns the terminal; W&B's console capture would duplicate it.
+            console="off",
+            silent=True,
+        )
+        return wandb.init(settings=settings, **kwargs)
+
+    @property
+    def id(self) -> str:
+        return self._run.id
+
+    @property
+    def dir(self) -> str:
+        """The run's own folder (holding run-ID.wandb and files/), or "" when disabled."""
+        if self.mode == "disabled":
+            return ""
+        return str(Path(self._run.dir).parent)
+
+    @property
+    def url(self) -> str:
+        return (self._run.url or "") if self.mode == "online" else ""
+
+    def describe(self) -> dict[str, str]:
+        """Where the run is, for summary.json and the final message."""
+        info = {"mode": self.mode, "id": self.id, "dir": self.dir}
+        if self.url:
+            info["url"] = self.url
+        if self.mode == "offline":
+            info["sync_command"] = f"wandb sync {self.dir}"
+        return info
+
+    def log(
+        self,
+        step: int,
+        scalars: Mapping[str, float] | None = None,
+        images: Mapping[str, np.ndarray | tuple[np.ndarray, str]] | None = None,
+        scatters: Mapping[str, Scatter] | None = None,
+    ) -> None:
+        """Logs one W&B step: scalars, images (array or (array, caption)) and scatter plots."""
+        payload: dict[str, Any] = dict(scalars or {})
+        try:
+            for key, value in (images or {}).items():
+                array, caption = value if isinstance(value, tuple) else (value, None)
+                payload[key] = wandb.Image(np.asarray(array), caption=caption)
+            for key, sc in (scatters or {}).items():
+                table = wandb.Table(
+                    columns=["x", "y", "label"],
+                    data=[
+                        [float(x), float(y), str(lab)]
+                        for (x, y), lab in zip(sc.xy, sc.labels, strict=True)
+                    ],
+                )
+                payload[key] = wandb.plot.scatter(table, "x", "y", title=sc.title)
+            self._run.log(payload, step=step)
+        except Exception as e:  # A logging failure must not end a training run.
+            if not self._failed_once:
+                _notice(f"logging failed ({type(e).__name__}: {e}); training continues")
+                self._failed_once = True
+
+    def summary(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            self._run.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._run.finish(exit_code=exit_code)
+
+
+def find_run_dirs(directory: str | os.PathLike) -> list[Path]:
+    """Offline and online run folders under a W&B `dir` (its wandb/ subfolder), oldest first."""
+    root = Path(directory) / "wandb"
+    return sorted(p for p in root.glob("*run-*") if p.is_dir() and list(p.glob("run-*.wandb")))
+
+
+def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Reads a run's .wandb log back: config, history rows, summary, state and custom charts.
+
+    Uses wandb's own reader (`wandb leet inspect --json`), so it sees what W&B would upload.
+    """
+    exe = Path(sys.executable).with_name("wandb")
+    command = [str(exe) if exe.exists() else "wandb", "leet", "inspect", "--json"]
+    records = subprocess.run(
+        [*command, str(run_dir)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    summary = subprocess.run(
+        [*command, "--summary", str(run_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    history, charts = [], {}
+    for line in records.splitlines():
+        record = json.loads(line)
+        if record.get("type") == "history":
+            history.append(dict(record["history"]["item"]))
+        elif record.get("type") == "config":
+            for key, value in record["config"].get("update", {}).items():
+                if key.startswith("_wandb.visualize."):
+                    charts[key.removeprefix("_wandb.visualize.")] = value["panel_config"]
+    overview = json.loads(summary)
+    return {
+        "config": overview.get("config", {}),
+        "summary": overview.get("summary", {}),
+        "state": overview.get("state"),
+        "run_id": overview.get("run_id"),
+        "history": history,
+        "charts": charts,  # wandb.plot.* panels by key, e.g. a scatter's fields and title.
+    }

@@ -1,0 +1,66 @@
+"""Shared fixtures: real Fashion-MNIST IDX files, IDX writing, an isolated W&B home."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genjax import data
+
+REAL_FASHION_MNIST = Path(data.DEBIAN_FASHION_MNIST)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    """Writes an array as an IDX file (ubyte), the format of the MNIST distribution."""
+    array = np.ascontiguousarray(array, np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+def write_idx_dataset(folder: Path, n_train: int = 64, n_test: int = 40, seed: int = 0) -> Path:
+    """A small dataset in the standard four IDX files, cut from the real Fashion-MNIST."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = data.load_dataset("fashion_mnist", source="idx")
+    for split, n in (("train", n_train), ("test", n_test)):
+        part = getattr(real, split)
+        image_stem, label_stem = data.IDX_FILES[split]
+        write_idx(folder / f"{image_stem}.gz", part.images[:n, :, :, 0])
+        write_idx(folder / f"{label_stem}.gz", part.labels[:n])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist() -> data.Dataset:
+    """The full Fashion-MNIST from Debian's package, installed by scripts/setup.sh."""
+    if not (REAL_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(
+            f"{REAL_FASHION_MNIST} is missing: run scripts/setup.sh "
+            "(apt-get install dataset-fashion-mnist)"
+        )
+    return data.load_dataset("fashion_mnist", source="idx")
+
+
+@pytest.fixture
+def wandb_home(tmp_path, monkeypatch):
+    """No W&B key and no ~/.netrc: W&B as a new user without `wandb login` has it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / ".config" / "wandb"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / ".cache" / "wandb"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(home / ".local" / "wandb"))
+    return home
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,114 @@
+"""The autoencoder experiment end to end on real Fashion-MNIST, read back from its W&B files."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import autoencoder
+from genjax import wandb_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path, **overrides):
+    workdir = tmp_path / "run"
+    flags = dict(
+        workdir=workdir,
+        wandb_mode="offline",
+        epochs=2,
+        steps_per_epoch=40,
+        steps_per_dispatch=15,
+        latent_points=600,
+        progress="false",
+    )
+    argv = [f"--{k}={v}" for k, v in {**flags, **overrides}.items()]
+    assert autoencoder.main(argv) == 0
+    return workdir
+
+
+@pytest.mark.slow
+def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
+    workdir = _run(tmp_path)
+    out = capsys.readouterr().out
+    summary = json.loads((workdir / "summary.json").read_text())
+    run_dir = Path(summary["wandb_run"]["dir"])
+    # The final message says where the run, the images and summary.json are.
+    assert str(run_dir) in out and str(workdir / "summary.json") in out
+    assert f"wandb sync {run_dir}" in out and str(workdir / "images") in out
+    assert run_dir.parent == workdir / "wandb"
+
+    back = wandb_logging.read_run(run_dir)
+    assert back["state"] == "finished"
+    config = back["config"]
+    assert config["latent_dim"] == 2 and config["batch_size"] == 32
+    assert config["learning_rate"] == 1e-3 and config["latent_activation"] == "leaky_relu"
+    assert "fashion-mnist" in config["data_source"]
+
+    history = back["history"]
+    assert [h["_step"] for h in history] == [1, 2]  # One W&B step per epoch.
+    for h in history:
+        for key in ("train/loss", "val/loss"):
+            assert math.isfinite(h[key]) and 0 < h[key] < 0.2, (key, h[key])
+        assert h["reconstructions._type"] == "image-file"
+        assert h["latent_space._type"] == "image-file"
+        assert h["latent_space_scatter_table._type"] == "table-file"
+        assert h["latent_space_scatter_table.nrows"] == 600
+        assert h["latent_space_scatter_table.ncols"] == 3
+        assert (run_dir / "files" / h["reconstructions.path"]).is_file()
+    assert history[1]["train/loss"] < history[0]["train/loss"]
+    # The native scatter has a label column with class names.
+    table_path = run_dir / "files" / history[1]["latent_space_scatter_table.path"]
+    table = json.loads(table_path.read_text())
+    assert table["columns"] == ["x", "y", "label"]
+    assert {row[2] for row in table["data"]} >= {"Trouser", "Bag", "Ankle boot"}
+    assert back["charts"]["latent_space_scatter"]["stringSettings"]["title"] == "latent space"
+    # 32 fixed test images and their reconstructions: 8 columns, 4 pairs of rows.
+    assert history[1]["reconstructions.width"] == 8 * 30 + 2
+    assert history[1]["reconstructions.height"] == 8 * 30 + 2
+
+    assert summary["val/loss"] == history[1]["val/loss"]
+    assert summary["config"]["epochs"] == 2 and summary["step"] == 80
+    assert back["summary"]["val/loss"] == summary["val/loss"]
+    for name in ("reconstructions.png", "latent_space.png"):
+        assert (workdir / "images" / name).is_file()
+
+
+@pytest.mark.slow
+def test_larger_latent_is_projected_with_pca(wandb_home, tmp_path):
+    workdir = _run(tmp_path, latent_dim=10, epochs=1, latent_activation="relu")
+    summary = json.loads((workdir / "summary.json").read_text())
+    back = wandb_logging.read_run(summary["wandb_run"]["dir"])
+    assert back["config"]["latent_dim"] == 10 and back["config"]["latent_activation"] == "relu"
+    chart = back["charts"]["latent_space_scatter"]
+    assert chart["fieldSettings"] == {"x": "x", "y": "y"}
+    assert "PCA of 10-D codes" in chart["stringSettings"]["title"]
+    assert back["history"][0]["latent_space._type"] == "image-file"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--latent_dims=3"], "error: unknown flag --latent_dims"),
+        (["--latent_dim=0"], "error: --latent_dim=0: must be at least 1"),
+        (["--dataset=cifar11"], "error: unknown dataset 'cifar11'"),
+        (["--batch_size=70000"], "error: --batch_size=70000 is larger than the training split"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.autoencoder", f"--workdir={tmp_path}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "summary.json").exists()

@@ -1,0 +1,41 @@
+import numpy as np
+
+from genjax import images
+
+
+def test_grid_places_images_row_major():
+    tiles = np.stack([np.full((2, 3, 1), i, np.uint8) for i in range(6)])
+    out = images.grid(tiles, rows=2, cols=3, pad=1)
+    assert out.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
+    assert out[1, 1, 0] == 0 and out[1, 5, 0] == 1 and out[4, 1, 0] == 3 and out[4, 9, 0] == 5
+
+
+def test_reconstruction_grid_alternates_inputs_and_outputs():
+    originals = np.zeros((4, 2, 2, 1), np.uint8)
+    recon = np.full((4, 2, 2, 1), 200, np.uint8)
+    out = images.reconstruction_grid(originals, recon, cols=2)
+    rows = [out[2 + r * 4, 2, 0] for r in range(4)]  # One pixel in each grid row.
+    assert rows == [0, 200, 0, 200]
+
+
+def test_to_uint8_from_both_pixel_ranges():
+    np.testing.assert_array_equal(images.to_uint8(np.array([0.0, 1.0])), [0, 255])
+    np.testing.assert_array_equal(images.to_uint8(np.array([-1.0, 1.0]), (-1.0, 1.0)), [0, 255])
+
+
+def test_pca_keeps_the_two_main_directions():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(10, 10)))[0]
+    codes = rng.normal(size=(500, 10)) * np.array([10, 5] + [0.01] * 8)
+    xy, explained = images.pca_2d(codes @ basis.T)
+    assert xy.shape == (500, 2) and explained > 0.99
+    np.testing.assert_allclose(np.abs(np.corrcoef(xy[:, 0], codes[:, 0])[0, 1]), 1, atol=1e-3)
+
+
+def test_latent_plots_colour_by_class():
+    z = np.random.default_rng(0).normal(size=(50, 2))
+    labels = np.arange(50) % 3
+    png, scatter = images.latent_plots(z, labels, ("a", "b", "c"))
+    assert png.ndim == 3 and png.shape[2] == 3 and png.dtype == np.uint8
+    assert scatter.labels[:4] == ["a", "b", "c", "a"]
+    np.testing.assert_array_equal(scatter.xy, z.astype(np.float32))

@@ -1,0 +1,67 @@
+import numpy as np
+
+from genjax import images, wandb_logging
+
+
+def test_auto_mode_without_a_key_is_offline_with_a_notice(wandb_home, capsys):
+    assert not wandb_logging.api_key_configured()
+    assert wandb_logging.choose_mode("auto") == "offline"
+    assert "no W&B API key configured" in capsys.readouterr().err
+
+
+def test_auto_mode_with_a_key_is_online(wandb_home, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_logging.choose_mode("auto") == "online"
+
+
+def test_a_netrc_entry_counts_as_a_key(wandb_home):
+    (wandb_home / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40)
+    (wandb_home / ".netrc").chmod(0o600)
+    assert wandb_logging.api_key_configured()
+
+
+def test_explicit_modes_are_kept(wandb_home):
+    for mode in ("online", "offline", "disabled"):
+        assert wandb_logging.choose_mode(mode) == mode
+
+
+def test_unreachable_server_falls_back_to_offline(wandb_home, monkeypatch, tmp_path, capsys):
+    # A closed port on loopback: the online start fails, the run goes on offline.
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    run = wandb_logging.Run(directory=tmp_path, config={"a": 1}, mode="online", init_timeout=3)
+    assert run.mode == "offline"
+    run.log(1, {"train/loss": 0.5})
+    run.finish()
+    assert "logging offline" in capsys.readouterr().err
+    back = wandb_logging.read_run(run.dir)
+    assert back["history"][0]["train/loss"] == 0.5
+
+
+def test_offline_run_reads_back_with_images_and_scatter(wandb_home, tmp_path):
+    run = wandb_logging.Run(directory=tmp_path, config={"latent_dim": 2}, mode="offline")
+    scatter = images.Scatter(np.array([[0.0, 1.0], [2.0, 3.0]]), ["a", "b"], "t")
+    for step in (1, 2):
+        run.log(
+            step,
+            {"train/loss": 1.0 / step},
+            images={"grid": (np.zeros((8, 8, 1), np.uint8), "caption")},
+            scatters={"latent_space_scatter": scatter},
+        )
+    run.summary({"val/loss": 0.25})
+    run.finish()
+    assert run.describe()["sync_command"] == f"wandb sync {run.dir}"
+    back = wandb_logging.read_run(run.dir)
+    assert back["config"]["latent_dim"] == 2 and back["state"] == "finished"
+    assert [h["train/loss"] for h in back["history"]] == [1.0, 0.5]
+    assert back["history"][1]["grid._type"] == "image-file"
+    assert back["history"][1]["latent_space_scatter_table.nrows"] == 2
+    assert back["summary"]["val/loss"] == 0.25
+    assert wandb_logging.find_run_dirs(tmp_path) == [tmp_path / "wandb" / run.dir.split("/")[-1]]
+
+
+def test_disabled_run_is_a_no_op(wandb_home, tmp_path):
+    run = wandb_logging.Run(directory=tmp_path, config={}, mode="disabled")
+    run.log(1, {"x": 1.0})
+    run.finish()
+    assert run.dir == "" and wandb_logging.find_run_dirs(tmp_path) == []
