@@ -157,13 +157,6 @@ def parse_flags(config_cls: type[C], argv: Sequence[str], **defaults: Any) -> C:
     return config
 
 
-def replace(config: C, **changes: Any) -> C:
-    """A copy of a config with some fields changed, validated again."""
-    new = dataclasses.replace(config, **changes)
-    new.validate()
-    return new
-
-
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig(BaseConfig):
     """The report's autoencoder: latent size is the knob the report sweeps (2, 10, 100)."""

@@ -209,9 +209,20 @@ def _tfds_split(builder, split: str) -> Split:
 
 
 def _tfds_builder(info: DatasetInfo, data_dir: str):
+    """The tfds builder and whether its dataset is already prepared."""
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
 
-    return tfds.builder(info.name, data_dir=data_dir or None)
+    # Looking for a prepared dataset that is not there makes tfds warn about its folder;
+    # not finding it is an expected step of --data_source=auto, so keep the terminal clean.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        builder = tfds.builder(info.name, data_dir=data_dir or None)
+        prepared = builder.is_prepared()
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    return builder, prepared
 
 
 def _tfds_download(builder) -> None:
@@ -236,7 +247,7 @@ def _check_split(split: Split, info: DatasetInfo, where: str) -> Split:
 
 
 def _load_tfds(info: DatasetInfo, data_dir: str, download: bool) -> Dataset:
-    builder = _tfds_builder(info, data_dir)
+    builder, _ = _tfds_builder(info, data_dir)
     if download:
         _tfds_download(builder)
     where = f"tfds {info.name} in {builder.data_dir}"
@@ -290,8 +301,8 @@ def load_dataset(name: str, data_dir: str = "", source: str = "auto") -> Dataset
             ) from None
 
     tried = []
-    builder = _tfds_builder(info, data_dir)
-    if builder.is_prepared():
+    builder, prepared = _tfds_builder(info, data_dir)
+    if prepared:
         return _load_tfds(info, data_dir, download=False)
     tried.append(f"a prepared tfds dataset in {builder.data_dir}: not there")
     folders = idx_folders(info, data_dir)
