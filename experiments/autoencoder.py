@@ -1,10 +1,13 @@
 """The report's autoencoder on Fashion-MNIST (or MNIST), logged to W&B.
 
-python -m experiments.autoencoder --latent_dim=2 --epochs=20 --wandb_mode=offline
+    python -m experiments.autoencoder --latent_dim=2 --epochs=20 --wandb_mode=offline
+
+Running the same command again with the same --workdir resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import jax
@@ -14,10 +17,22 @@ from genjax import cli, data, images, loop
 from genjax.config import AutoencoderConfig, parse_flags
 from genjax.models.autoencoder import Autoencoder
 from genjax.steps import autoencoder as steps
-from genjax.wandb_logging import Run
 
 FAMILY = loop.Family(
-    "autoencoder", steps.train_step, steps.eval_step, pixel_range=steps.PIXEL_RANGE
+    "autoencoder",
+    steps.train_step,
+    steps.eval_step,
+    pixel_range=steps.PIXEL_RANGE,
+    identity_fields=(
+        "dataset",
+        "batch_size",
+        "seed",
+        "steps_per_epoch",
+        "latent_dim",
+        "hidden_dim",
+        "latent_activation",
+        "leaky_slope",
+    ),
 )
 
 
@@ -29,9 +44,6 @@ def fixed_test_images(dataset: data.Dataset, count: int) -> tuple[np.ndarray, np
 
 def run(config: AutoencoderConfig) -> dict:
     dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
-    loop.steps_per_epoch(config, len(dataset.train))  # Refuse a bad batch size before compiling.
-    workdir = loop.workdir_for(config, "autoencoder")
-    keys = loop.run_keys(config.seed)
     model = Autoencoder(
         latent_dim=config.latent_dim,
         hidden_dim=config.hidden_dim,
@@ -39,8 +51,6 @@ def run(config: AutoencoderConfig) -> dict:
         leaky_slope=config.leaky_slope,
         image_shape=dataset.info.image_shape,
     )
-    state = steps.create_state(model, config.learning_rate, keys.init)
-
     shown, _ = fixed_test_images(dataset, config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
     latent_images, latent_labels = fixed_test_images(dataset, config.latent_points)
@@ -58,24 +68,8 @@ def run(config: AutoencoderConfig) -> dict:
             "scatters": {"latent_space_scatter": scatter},
         }
 
-    wandb_run = Run(
-        directory=workdir,
-        config={**config.to_dict(), "experiment": "autoencoder", "data_source": dataset.source},
-        mode=config.wandb_mode,
-        project=config.wandb_project,
-        entity=config.wandb_entity,
-        name=config.wandb_name,
-        job_type="autoencoder",
-        init_timeout=config.wandb_init_timeout,
-    )
-    try:
-        summary = loop.train(config, FAMILY, state, dataset, keys, wandb_run, workdir, media)
-    except BaseException:
-        wandb_run.finish(exit_code=1)
-        raise
-    wandb_run.finish()
-    print(loop.final_message(summary, workdir))
-    return summary
+    init_state = functools.partial(steps.create_state, model, config.learning_rate)
+    return loop.run(config, FAMILY, dataset, init_state, media)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,8 +35,13 @@ class BaseConfig:
     # Training steps fused into one device dispatch (lax.scan); the progress bar moves per chunk.
     steps_per_dispatch: int = 500
     eval_batch_size: int = 1000
-    # Results.
+    # Results. Running the same command with the same workdir resumes the run.
     workdir: str = ""  # "" = runs/<experiment>
+    # Also checkpoint every this many steps within an epoch (at the next dispatch end);
+    # 0 = only at the end of every epoch, which is always checkpointed.
+    checkpoint_interval: int = 0
+    max_to_keep: int = 2  # Checkpoints kept; older ones are deleted.
+    min_free_disk_mb: int = 200  # Refuse to start with less free space in the workdir.
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     wandb_project: str = "genjax"
     wandb_entity: str = ""
@@ -48,7 +53,8 @@ class BaseConfig:
     def validate(self) -> None:
         """Raises ConfigError for impossible values; subclasses extend it."""
         _positive(self, "epochs", "batch_size", "steps_per_dispatch", "eval_batch_size")
-        _non_negative(self, "steps_per_epoch")
+        _positive(self, "max_to_keep")
+        _non_negative(self, "steps_per_epoch", "checkpoint_interval", "min_free_disk_mb")
         if not self.wandb_init_timeout > 0:
             raise ConfigError(f"--wandb_init_timeout={self.wandb_init_timeout}: must be positive")
         if not self.learning_rate > 0:

@@ -71,7 +71,9 @@ class Run:
         group: str = "",
         job_type: str = "",
         init_timeout: float = 20.0,
+        run_id: str = "",
     ):
+        """Starts a run, or resumes run `run_id` (a resumed training run keeps its W&B run)."""
         Path(directory).mkdir(parents=True, exist_ok=True)
         self._failed_once = False
         mode = choose_mode(mode)
@@ -85,6 +87,8 @@ class Run:
             job_type=job_type or None,
             reinit="create_new",
         )
+        if run_id:
+            kwargs |= dict(id=run_id, resume="allow")
         try:
             self._run = self._init(mode, init_timeout, kwargs)
         except Exception as e:  # Network down, bad key, server error: never fatal.
@@ -106,6 +110,10 @@ class Run:
             # Our progress bar owns the terminal; W&B's console capture would duplicate it.
             console="off",
             silent=True,
+            # W&B writes the run's .wandb file every 15 s by default, so `kill -9` lost up to
+            # 15 s of logged epochs (seen: a killed run kept only the file header). Flushing
+            # every second bounds that loss.
+            x_transaction_log_flush_interval=1.0,
         )
         return wandb.init(settings=settings, **kwargs)
 
@@ -161,6 +169,13 @@ class Run:
                 _notice(f"logging failed ({type(e).__name__}: {e}); training continues")
                 self._failed_once = True
 
+    def mark_preempting(self) -> None:
+        """Tells W&B the run was stopped by a signal and will be resumed."""
+        try:
+            self._run.mark_preempting()
+        except Exception:  # Not supported in every mode; never fatal.
+            pass
+
     def summary(self, values: Mapping[str, Any]) -> None:
         for key, value in values.items():
             self._run.summary[key] = value
@@ -192,10 +207,13 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         check=True,
         timeout=120,
     ).stdout
-    history, charts = [], {}
+    history, charts, run_id = [], {}, ""
     for line in records.splitlines():
         record = json.loads(line)
-        if record.get("type") == "history":
+        if record.get("type") == "run":
+            # The run record is written at start, so a killed run still has its id.
+            run_id = record["run"].get("run_id", run_id)
+        elif record.get("type") == "history":
             history.append(dict(record["history"]["item"]))
         elif record.get("type") == "config":
             for key, value in record["config"].get("update", {}).items():
@@ -206,7 +224,7 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "config": overview.get("config", {}),
         "summary": overview.get("summary", {}),
         "state": overview.get("state"),
-        "run_id": overview.get("run_id"),
+        "run_id": overview.get("run_id") or run_id,
         "history": history,
         "charts": charts,  # wandb.plot.* panels by key, e.g. a scatter's fields and title.
     }
