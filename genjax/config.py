@@ -80,7 +80,7 @@ def _non_negative(config: BaseConfig, *names: str) -> None:
             raise ConfigError(f"--{name}={value}: must be 0 or more")
 
 
-C = TypeVar("C", bound=BaseConfig)
+C = TypeVar("C")  # A config dataclass with a validate() method.
 
 
 def _convert(name: str, text: str, annotation: Any) -> Any:
@@ -120,7 +120,7 @@ def _convert(name: str, text: str, annotation: Any) -> Any:
     raise ConfigError(f"--{name}: unsupported field type {annotation}")
 
 
-def field_types(config_cls: type[BaseConfig]) -> dict[str, Any]:
+def field_types(config_cls: type) -> dict[str, Any]:
     """The resolved type of every field of a config class."""
     hints = typing.get_type_hints(config_cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
@@ -178,3 +178,50 @@ class AutoencoderConfig(BaseConfig):
     def validate(self) -> None:
         super().validate()
         _positive(self, "latent_dim", "hidden_dim", "num_reconstructions", "latent_points")
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig(BaseConfig):
+    """The report's VAE, with a true-likelihood option and its likelihood bounds."""
+
+    latent_dim: int = 2
+    hidden_dim: int = 512
+    # "mse": the report's 784 * MSE + KL. "bernoulli": BCE on logits, a negative ELBO in nats.
+    likelihood: Literal["mse", "bernoulli"] = "mse"
+    beta: float = 1.0  # Weight of the KL term.
+    # Binarized pixels, as likelihood papers use: "dynamic" resamples every training batch
+    # (the test split is binarized once), "fixed" binarizes both splits once.
+    binarize: Literal["none", "dynamic", "fixed"] = "none"
+    num_reconstructions: int = 32
+    num_generated: int = 32
+    latent_points: int = 10000  # Test images whose z_mean is plotted (10,000 = all).
+    interpolation_pairs: int = 8
+    interpolation_steps: int = 10
+    # Importance-weighted bound on the test log-likelihood (Bernoulli likelihood only).
+    iwae_samples: int = 1000
+    iwae_chunk: int = 100  # Samples drawn at once; memory ~ iwae_batch * iwae_chunk decodes.
+    iwae_batch: int = 100
+    iwae_examples: int = 0  # Test images evaluated; 0 = the whole test split.
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(
+            self,
+            "latent_dim",
+            "hidden_dim",
+            "num_reconstructions",
+            "num_generated",
+            "latent_points",
+            "interpolation_steps",
+            "iwae_samples",
+            "iwae_chunk",
+            "iwae_batch",
+        )
+        _non_negative(self, "interpolation_pairs", "iwae_examples")
+        if self.beta < 0:
+            raise ConfigError(f"--beta={self.beta}: must be 0 or more")
+        if self.iwae_samples % self.iwae_chunk:
+            raise ConfigError(
+                f"--iwae_samples={self.iwae_samples} must be a multiple of "
+                f"--iwae_chunk={self.iwae_chunk}"
+            )

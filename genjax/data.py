@@ -365,3 +365,14 @@ def to_device(split: Split) -> DeviceSplit:
 def epoch_permutation(data_key: jax.Array, epoch: jax.Array | int, n: int) -> jax.Array:
     """The order of epoch `epoch`: a function of the run's data key and the epoch alone."""
     return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+
+
+def binarize_split(split: Split, seed: int = 0) -> Split:
+    """A fixed stochastic binarization: each pixel is 255 with probability intensity / 255.
+
+    The seed is fixed by default so that every run sees the same binarized dataset, as with
+    the standard binarized MNIST of the likelihood literature.
+    """
+    rng = np.random.default_rng(seed)
+    on = rng.random(split.images.shape, dtype=np.float32) < split.images / np.float32(255.0)
+    return Split(on.astype(np.uint8) * np.uint8(255), split.labels)

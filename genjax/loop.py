@@ -31,6 +31,8 @@ from genjax.wandb_logging import Run
 
 # Epoch-end pictures: {"images": {key: array or (array, caption)}, "scatters": {key: Scatter}}.
 MediaFn = Callable[[Any, int], Mapping[str, Mapping[str, Any]]]
+# Costly end-of-run figures (likelihood bounds, FID): state -> {W&B key: float}.
+FinalMetricsFn = Callable[[Any], Mapping[str, float]]
 
 
 class TrainingStopped(RuntimeError):
@@ -168,6 +170,7 @@ def run(
     init_state: Callable[[jax.Array], Any],
     media: MediaFn,
     extra_config: Mapping[str, Any] | None = None,
+    final_metrics: FinalMetricsFn | None = None,
 ) -> dict[str, Any]:
     """Trains (or resumes) a run in its workdir; returns the summary written to summary.json."""
     workdir = workdir_for(config, family.name)
@@ -221,6 +224,7 @@ def run(
                 record,
                 per_epoch,
                 stop,
+                final_metrics,
             )
     except Interrupted as e:
         wandb_run.mark_preempting()
@@ -250,6 +254,7 @@ def _train(
     record,
     per_epoch,
     stop,
+    final_metrics,
 ) -> dict[str, Any]:
     train_split = data.to_device(dataset.train)
     test_split = data.to_device(dataset.test)
@@ -337,6 +342,11 @@ def _train(
             metrics = {f"train/{k}": v for k, v in train_metrics.items()}
             metrics |= {f"val/{k}": float(v) for k, v in val_metrics.items()}
             metrics |= {"epoch": epoch + 1, "step": step}
+            last = epoch + 1 == config.epochs
+            if last and final_metrics is not None:
+                # Logged with the last epoch, so they share its W&B step.
+                metrics |= {k: float(v) for k, v in final_metrics(state).items()}
+                _check_finite({k: v for k, v in metrics.items() if "/" in k}, "", step)
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
             pictures = media(state, epoch + 1)
             for key, array in pictures.get("images", {}).items():
@@ -348,14 +358,9 @@ def _train(
                 images=pictures.get("images"),
                 scatters=pictures.get("scatters"),
             )
-            last = epoch + 1 == config.epochs
-            if (
-                last
-                or not config.checkpoint_interval
-                or stop.signum is not None
-                or (step % config.checkpoint_interval == 0)
-            ):
-                save(epoch_done=True)
+            # Every epoch end is checkpointed: it is cheap next to an epoch, and it is where
+            # the epoch's metrics are complete.
+            save(epoch_done=True)
             if stop.signum is not None and not last:
                 raise _interrupted(stop.signum, step, checkpoints)
     summary = {

@@ -1,0 +1,141 @@
+"""The report's variational autoencoder, with generation, latent pictures and likelihoods.
+
+    python -m experiments.vae --latent_dim=2 --epochs=20
+    python -m experiments.vae --likelihood=bernoulli --binarize=dynamic   # nats, IWAE bound
+
+Running the same command again with the same --workdir resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+
+import jax
+
+from genjax import cli, data, images, loop
+from genjax.config import VAEConfig, parse_flags
+from genjax.evaluation import likelihood
+from genjax.models.autoencoder import VAE
+from genjax.steps import vae as steps
+
+IDENTITY_FIELDS = (
+    "dataset",
+    "batch_size",
+    "seed",
+    "steps_per_epoch",
+    "latent_dim",
+    "hidden_dim",
+    "likelihood",
+    "beta",
+    "binarize",
+)
+
+
+def family(config: VAEConfig) -> loop.Family:
+    bound = steps.VAESteps(config.likelihood, config.beta, config.binarize == "dynamic")
+    return loop.Family("vae", bound.train_step, bound.eval_step, steps.PIXEL_RANGE, IDENTITY_FIELDS)
+
+
+def build_model(config: VAEConfig, image_shape=(28, 28, 1)) -> VAE:
+    return VAE(latent_dim=config.latent_dim, hidden_dim=config.hidden_dim, image_shape=image_shape)
+
+
+def prepare_data(config: VAEConfig) -> data.Dataset:
+    """The dataset, binarized as --binarize asks (the test split once, with a fixed seed)."""
+    dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
+    if config.binarize == "none":
+        return dataset
+    train = dataset.train if config.binarize == "dynamic" else data.binarize_split(dataset.train)
+    return dataclasses.replace(
+        dataset,
+        train=train,
+        test=data.binarize_split(dataset.test),
+        source=f"{dataset.source}, binarized ({config.binarize})",
+    )
+
+
+def run(config: VAEConfig) -> dict:
+    dataset = prepare_data(config)
+    model = build_model(config, dataset.info.image_shape)
+    keys = loop.run_keys(config.seed)
+    class_names = dataset.info.class_names
+
+    def fixed(count):
+        count = min(count, len(dataset.test))
+        return dataset.test.images[:count], dataset.test.labels[:count]
+
+    shown, _ = fixed(config.num_reconstructions)
+    shown_x = data.scale(shown, steps.PIXEL_RANGE)
+    latent_images, latent_labels = fixed(config.latent_points)
+    latent_x = data.scale(latent_images, steps.PIXEL_RANGE)
+    pairs = min(config.interpolation_pairs, len(shown) // 2)
+    grid_z = steps.manifold_grid(20)
+
+    def media(state, epoch):
+        to_img = images.to_uint8
+        recon = to_img(jax.device_get(steps.reconstruct(state, shown_x)))
+        generated = to_img(jax.device_get(steps.generate(state, keys.sample, config.num_generated)))
+        cols = 8
+        z_mean, _ = jax.device_get(steps.encode(state, latent_x))
+        png, scatter = images.latent_plots(z_mean, latent_labels, class_names)
+        pictures = {
+            "reconstructions": (
+                images.reconstruction_grid(shown, recon, cols),
+                f"epoch {epoch}: test images (odd rows) and decodings of their z_mean",
+            ),
+            "generated_images": (
+                images.grid(generated, -(-len(generated) // cols), cols),
+                f"epoch {epoch}: decoded from z ~ N(0, I), the same z every epoch",
+            ),
+            "latent_space": png,
+        }
+        if config.latent_dim == 2:
+            manifold = to_img(jax.device_get(steps.decode(state, grid_z)))
+            pictures["latent_manifold"] = (
+                images.grid(manifold, 20, 20),
+                "decodings over the prior's 5%..95% quantiles (x right, y up)",
+            )
+        if pairs:
+            ends, _ = steps.encode(state, shown_x[: 2 * pairs])
+            line = steps.interpolation_points(ends[0::2], ends[1::2], config.interpolation_steps)
+            decoded = steps.decode(state, line.reshape(-1, config.latent_dim))
+            pictures["interpolations"] = (
+                images.grid(to_img(jax.device_get(decoded)), pairs, config.interpolation_steps),
+                "each row: decodings along a straight line between two test images' z_mean",
+            )
+        return {"images": pictures, "scatters": {"latent_space_scatter": scatter}}
+
+    final_metrics = None
+    if config.likelihood == "bernoulli":
+        n = config.iwae_examples or len(dataset.test)
+        test_x = jax.device_put(dataset.test.images[:n])
+
+        def final_metrics(state):
+            bounds = likelihood.vae_test_bounds(
+                state,
+                data.scale(test_x, steps.PIXEL_RANGE),
+                jax.random.fold_in(keys.eval, 1),
+                num_samples=config.iwae_samples,
+                chunk_size=config.iwae_chunk,
+                batch_size=min(config.iwae_batch, n),
+            )
+            return {
+                "eval/iwae_nll": -float(bounds["iwae"]),
+                "eval/neg_elbo": -float(bounds["elbo"]),
+                "eval/iwae_samples": config.iwae_samples,
+                "eval/iwae_examples": n,
+            }
+
+    init_state = functools.partial(steps.create_state, model, config.learning_rate)
+    return loop.run(config, family(config), dataset, init_state, media, final_metrics=final_metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(lambda: run(parse_flags(VAEConfig, argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Numbers, not pictures: likelihood bounds (and, later, FID and precision/recall)."""

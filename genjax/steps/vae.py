@@ -1,0 +1,127 @@
+"""The VAE's state, its jitted train/eval steps (bound to the loss settings) and samplers."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from genjax import losses
+from genjax.models.autoencoder import VAE
+
+PIXEL_RANGE = (0.0, 1.0)  # The decoder's sigmoid (or Bernoulli mean) lives in [0, 1].
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_params(model: VAE, key: jax.Array):
+    """The model's initial parameters; jitted once per model shape."""
+    init_key, latent_key = jax.random.split(key)
+    dummy = jnp.zeros((1, *model.image_shape), jnp.float32)
+    return model.init({"params": init_key, "latent": latent_key}, dummy)["params"]
+
+
+def create_state(model: VAE, learning_rate: float, key: jax.Array) -> train_state.TrainState:
+    """Initial parameters and Adam state; the module and optimizer are bound here, once."""
+    return train_state.TrainState.create(
+        apply_fn=model.apply, params=init_params(model, key), tx=optax.adam(learning_rate)
+    )
+
+
+def reconstruction_loss(likelihood: str, x: jax.Array, logits: jax.Array) -> jax.Array:
+    """Per-example reconstruction term: the report's 784 * MSE, or a Bernoulli NLL in nats."""
+    if likelihood == "bernoulli":
+        return losses.bernoulli_nll(x, logits)
+    return losses.sum_squared_error(x, jax.nn.sigmoid(logits))
+
+
+def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
+    """Dynamic binarization: each pixel ~ Bernoulli(its intensity), fresh for every batch."""
+    return jax.random.bernoulli(key, x).astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAESteps:
+    """Train and eval steps bound to one loss setting (static, so each jit is built once)."""
+
+    likelihood: str = "mse"  # "mse" (the report's) or "bernoulli".
+    beta: float = 1.0  # Weight of the KL term.
+    dynamic_binarization: bool = False
+
+    def _terms(self, params, state, batch, key):
+        bin_key, latent_key = jax.random.split(key)
+        x = batch["image"]
+        if self.dynamic_binarization:
+            x = binarize(bin_key, x)
+        logits, z_mean, z_log_var = state.apply_fn(
+            {"params": params}, x, rngs={"latent": latent_key}
+        )
+        recon = reconstruction_loss(self.likelihood, x, logits)
+        kl = losses.gaussian_kl(z_mean, z_log_var)
+        return {"loss": recon + self.beta * kl, "reconstruction_loss": recon, "kl_loss": kl}
+
+    @functools.cached_property
+    def train_step(self):
+        def train_step(state, batch, key):
+            """One Adam step on the batch mean of reconstruction + beta * KL."""
+            key = jax.random.fold_in(key, state.step)
+
+            def loss_fn(params):
+                terms = self._terms(params, state, batch, key)
+                return jnp.mean(terms["loss"]), terms
+
+            grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
+            metrics = {k: jnp.mean(v) for k, v in terms.items()}
+            return state.apply_gradients(grads=grads), metrics
+
+        return jax.jit(train_step, donate_argnames="state")
+
+    @functools.cached_property
+    def eval_step(self):
+        def eval_step(state, batch, key):
+            """Per-example loss, reconstruction and KL, [B] each (one z sample each)."""
+            return self._terms(state.params, state, batch, key)
+
+        return jax.jit(eval_step)
+
+
+@jax.jit
+def encode(state, images):
+    """images -> (z_mean, z_log_var)."""
+    return state.apply_fn({"params": state.params}, images, method="encode")
+
+
+@jax.jit
+def decode(state, z):
+    """z [N, latent_dim] -> images [N, 28, 28, 1] in [0, 1]."""
+    return state.apply_fn({"params": state.params}, z, method="decode")
+
+
+@jax.jit
+def reconstruct(state, images):
+    """Decodings of the posterior means: the reconstruction without sampling noise."""
+    z_mean, _ = encode(state, images)
+    return decode(state, z_mean)
+
+
+@functools.partial(jax.jit, static_argnames="num")
+def generate(state, key, num: int):
+    """`num` images decoded from z ~ N(0, I) drawn with `key`: the same key, the same images."""
+    latent_dim = state.params["z_mean"]["bias"].shape[0]
+    return decode(state, jax.random.normal(key, (num, latent_dim)))
+
+
+def manifold_grid(size: int = 20) -> jax.Array:
+    """[size*size, 2] latent points on the prior's quantiles (5% .. 95%), row-major, y down."""
+    q = jax.scipy.special.ndtri(jnp.linspace(0.05, 0.95, size))
+    ys, xs = jnp.meshgrid(q[::-1], q, indexing="ij")
+    return jnp.stack([xs.ravel(), ys.ravel()], axis=-1)
+
+
+def interpolation_points(z_start: jax.Array, z_end: jax.Array, steps: int) -> jax.Array:
+    """[pairs, steps, latent_dim]: straight lines from z_start to z_end, ends included."""
+    t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
+    return z_start[:, None, :] * (1.0 - t) + z_end[:, None, :] * t
