@@ -24,10 +24,7 @@ FAMILY = loop.Family(
     steps.eval_step,
     pixel_range=steps.PIXEL_RANGE,
     identity_fields=(
-        "dataset",
-        "batch_size",
-        "seed",
-        "steps_per_epoch",
+        *loop.BASE_IDENTITY_FIELDS,
         "latent_dim",
         "hidden_dim",
         "latent_activation",

@@ -21,10 +21,7 @@ from genjax.models.autoencoder import VAE
 from genjax.steps import vae as steps
 
 IDENTITY_FIELDS = (
-    "dataset",
-    "batch_size",
-    "seed",
-    "steps_per_epoch",
+    *loop.BASE_IDENTITY_FIELDS,
     "latent_dim",
     "hidden_dim",
     "likelihood",
@@ -47,11 +44,12 @@ def prepare_data(config: VAEConfig) -> data.Dataset:
     dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
     if config.binarize == "none":
         return dataset
-    train = dataset.train if config.binarize == "dynamic" else data.binarize_split(dataset.train)
+    # Fixed seeds, one per split, independent of --seed: every run sees the same binary data.
+    train = dataset.train if config.binarize == "dynamic" else data.binarize_split(dataset.train, 1)
     return dataclasses.replace(
         dataset,
         train=train,
-        test=data.binarize_split(dataset.test),
+        test=data.binarize_split(dataset.test, 2),
         source=f"{dataset.source}, binarized ({config.binarize})",
     )
 
@@ -67,9 +65,9 @@ def run(config: VAEConfig) -> dict:
         return dataset.test.images[:count], dataset.test.labels[:count]
 
     shown, _ = fixed(config.num_reconstructions)
-    shown_x = data.scale(shown, steps.PIXEL_RANGE)
+    shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
     latent_images, latent_labels = fixed(config.latent_points)
-    latent_x = data.scale(latent_images, steps.PIXEL_RANGE)
+    latent_x = jax.device_put(data.scale(latent_images, steps.PIXEL_RANGE))
     pairs = min(config.interpolation_pairs, len(shown) // 2)
     grid_z = steps.manifold_grid(20)
 
@@ -108,15 +106,16 @@ def run(config: VAEConfig) -> dict:
         return {"images": pictures, "scatters": {"latent_space_scatter": scatter}}
 
     final_metrics = None
-    if config.likelihood == "bernoulli":
-        n = config.iwae_examples or len(dataset.test)
+    if config.likelihood == "bernoulli" and config.binarize != "none":
+        # A Bernoulli bound is a log-likelihood only of binary data: grey pixels get none.
+        n = min(config.iwae_examples or len(dataset.test), len(dataset.test))
         test_x = jax.device_put(dataset.test.images[:n])
 
         def final_metrics(state):
             bounds = likelihood.vae_test_bounds(
                 state,
                 data.scale(test_x, steps.PIXEL_RANGE),
-                jax.random.fold_in(keys.eval, 1),
+                keys.evaluation,
                 num_samples=config.iwae_samples,
                 chunk_size=config.iwae_chunk,
                 batch_size=min(config.iwae_batch, n),

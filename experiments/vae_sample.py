@@ -36,6 +36,10 @@ class SampleConfig:
             raise ConfigError("--workdir is required: the folder of a VAE run")
         if self.num < 1:
             raise ConfigError(f"--num={self.num}: must be at least 1")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed={self.seed}: must be in [0, 2**32)")
+        if self.out and not self.out.lower().endswith(".png"):
+            raise ConfigError(f"--out={self.out}: must name a .png file")
 
 
 def sample(config: SampleConfig) -> Path:
@@ -44,15 +48,15 @@ def sample(config: SampleConfig) -> Path:
         raise ConfigError(
             f"--workdir={workdir} holds no checkpoints/; train it with experiments.vae"
         )
-    checkpoints = Checkpoints(workdir)
+    checkpoints = Checkpoints(workdir, read_only=True)  # A trainer may still be writing.
     try:
         record = checkpoints.read_record()
         if record is None:
             raise ConfigError(f"--workdir={workdir} holds no complete checkpoint yet")
-        saved = record["config"]
-        if "likelihood" not in saved:
+        if record.get("experiment") != "vae":
             raise ConfigError(f"--workdir={workdir} is not a VAE run")
-        vae_config = VAEConfig(**saved)
+        known = {f.name for f in dataclasses.fields(VAEConfig)}
+        vae_config = VAEConfig(**{k: v for k, v in record["config"].items() if k in known})
         model = build_model(vae_config, dataset_info(vae_config.dataset).image_shape)
         init = functools.partial(steps.create_state, model, vae_config.learning_rate)
         state, _ = checkpoints.restore(init(jax.random.key(0)))
@@ -62,7 +66,10 @@ def sample(config: SampleConfig) -> Path:
     cols = math.ceil(math.sqrt(config.num))
     grid = images.grid(images.to_uint8(generated), math.ceil(config.num / cols), cols)
     out = Path(config.out) if config.out else workdir / "samples.png"
-    images.save_png(grid, out)
+    try:
+        images.save_png(grid, out)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--out={out}: cannot write a PNG there ({e})") from None
     print(f"{config.num} images from step {int(state.step)} of {workdir}: {out}")
     return out
 

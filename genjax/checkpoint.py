@@ -26,19 +26,23 @@ class CheckpointError(RuntimeError):
 class Checkpoints:
     """An orbax CheckpointManager for one workdir, saving synchronously."""
 
-    def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 2):
+    def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 2, read_only=False):
+        """read_only: for readers (sampling, evaluation) beside a possibly live trainer; they
+        must not clean up the trainer's in-progress (temporary) checkpoint folder."""
         self.directory = Path(workdir) / "checkpoints"
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
+        if read_only:
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        else:
+            options = ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 create=True,
                 # A save must be on disk before training goes on: a preemption right after
                 # it then loses nothing. The states here save in well under a second.
                 enable_async_checkpointing=False,
+                # Half-written folders of a killed process are never picked up; remove them.
                 cleanup_tmp_directories=True,
-            ),
-        )
+            )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -58,11 +62,12 @@ class Checkpoints:
                 ),
             )
             self._manager.wait_until_finished()
-        except OSError as e:
+        except Exception as e:  # orbax reports a full disk as OSError or ValueError.
             latest = self.latest_step()
+            reason = getattr(e, "strerror", None) or _first_line(e)
             raise CheckpointError(
                 f"could not write the checkpoint of step {step} in {self.directory} "
-                f"({e.strerror or e}); the last complete checkpoint is step {latest}. "
+                f"({reason}); the last complete checkpoint is step {latest}. "
                 "Free disk space or choose another --workdir, then run the same command again"
             ) from None
 
@@ -71,31 +76,57 @@ class Checkpoints:
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(record=ocp.args.JsonRestore())
-        )
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(record=ocp.args.JsonRestore())
+            )
+        except Exception as e:
+            raise self._unreadable(step, e) from None
         return dict(restored.record)
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """Restores the state into the structure of `target` (a freshly initialised state)."""
         step = self.latest_step() if step is None else step
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()
-            ),
-        )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:
+            raise self._unreadable(step, e) from None
         return restored.state, dict(restored.record)
+
+    def _unreadable(self, step, e: Exception) -> CheckpointError:
+        return CheckpointError(
+            f"checkpoint {step} in {self.directory} cannot be read ({_first_line(e)}); "
+            f"delete that folder to fall back to an earlier checkpoint, or use another --workdir"
+        )
 
     def close(self) -> None:
         self._manager.close()
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
+
+
 def check_compatible(
-    record: Mapping[str, Any], config: Mapping[str, Any], fields: Iterable[str], where: Path
+    record: Mapping[str, Any],
+    experiment: str,
+    config: Mapping[str, Any],
+    fields: Iterable[str],
+    where: Path,
 ) -> None:
-    """Refuses to resume when a field that defines the run differs from the checkpoint's."""
+    """Refuses to resume when the experiment or a field that defines the run differs."""
+    if record.get("experiment") != experiment:
+        raise ConfigError(
+            f"{where} holds a checkpoint of a {record.get('experiment')!r} run, not "
+            f"{experiment!r}; use another --workdir"
+        )
     saved = record.get("config", {})
     changed = [f for f in fields if f in saved and saved[f] != config.get(f)]
     if changed:

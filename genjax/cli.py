@@ -30,4 +30,7 @@ def main(run: Callable[[], object]) -> int:
     except TrainingStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:  # A second Ctrl-C: stop now; the last checkpoint stands.
+        print("stopped: interrupted twice; the last complete checkpoint is kept", file=sys.stderr)
+        return 130
     return 0

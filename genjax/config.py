@@ -8,6 +8,7 @@ errors that name the field, raised before any data is read or any code is compil
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
@@ -54,6 +55,8 @@ class BaseConfig:
         """Raises ConfigError for impossible values; subclasses extend it."""
         _positive(self, "epochs", "batch_size", "steps_per_dispatch", "eval_batch_size")
         _positive(self, "max_to_keep")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed={self.seed}: must be in [0, 2**32)")
         _non_negative(self, "steps_per_epoch", "checkpoint_interval", "min_free_disk_mb")
         if not self.wandb_init_timeout > 0:
             raise ConfigError(f"--wandb_init_timeout={self.wandb_init_timeout}: must be positive")
@@ -71,6 +74,13 @@ def _positive(config: BaseConfig, *names: str) -> None:
         value = getattr(config, name)
         if value < 1:
             raise ConfigError(f"--{name}={value}: must be at least 1")
+
+
+def _at_least_two(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value < 2:
+            raise ConfigError(f"--{name}={value}: must be at least 2")
 
 
 def _non_negative(config: BaseConfig, *names: str) -> None:
@@ -112,9 +122,12 @@ def _convert(name: str, text: str, annotation: Any) -> Any:
             raise ConfigError(f"--{name}={text}: expected an integer") from None
     if annotation is float:
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             raise ConfigError(f"--{name}={text}: expected a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"--{name}={text}: expected a finite number")
+        return value
     if annotation is str:
         return text
     raise ConfigError(f"--{name}: unsupported field type {annotation}")
@@ -177,7 +190,8 @@ class AutoencoderConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        _positive(self, "latent_dim", "hidden_dim", "num_reconstructions", "latent_points")
+        _positive(self, "latent_dim", "hidden_dim", "num_reconstructions")
+        _at_least_two(self, "latent_points")
 
 
 @dataclasses.dataclass(frozen=True)

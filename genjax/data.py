@@ -367,11 +367,11 @@ def epoch_permutation(data_key: jax.Array, epoch: jax.Array | int, n: int) -> ja
     return jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
 
 
-def binarize_split(split: Split, seed: int = 0) -> Split:
+def binarize_split(split: Split, seed: int) -> Split:
     """A fixed stochastic binarization: each pixel is 255 with probability intensity / 255.
 
-    The seed is fixed by default so that every run sees the same binarized dataset, as with
-    the standard binarized MNIST of the likelihood literature.
+    Callers pass a fixed seed per split, so that every run sees the same binarized dataset,
+    as with the standard binarized MNIST of the likelihood literature.
     """
     rng = np.random.default_rng(seed)
     on = rng.random(split.images.shape, dtype=np.float32) < split.images / np.float32(255.0)

@@ -53,6 +53,18 @@ class Interrupted(TrainingStopped):
         self.exit_code = 128 + signum
 
 
+# Config fields that define any run: a checkpoint made under other values is refused, since
+# resuming it would not continue the same run (data order, step grid, optimizer).
+BASE_IDENTITY_FIELDS = (
+    "dataset",
+    "batch_size",
+    "seed",
+    "steps_per_epoch",
+    "steps_per_dispatch",
+    "learning_rate",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """What a model family plugs into the loop (all static: hashable jitted functions)."""
@@ -61,8 +73,8 @@ class Family:
     train_step: Callable
     eval_step: Callable
     pixel_range: tuple[float, float]
-    # Config fields that define the run: a checkpoint made under other values is refused.
-    identity_fields: tuple[str, ...] = ("dataset", "batch_size", "seed", "steps_per_epoch")
+    # Config fields that define the run (the base ones and the model's shape).
+    identity_fields: tuple[str, ...] = BASE_IDENTITY_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +86,13 @@ class RunKeys:
     data: jax.Array  # Folded with the epoch number for the shuffle.
     eval: jax.Array  # Fixed, so validation numbers are comparable across epochs.
     sample: jax.Array  # For pictures (generation), fixed across epochs.
+    evaluation: jax.Array  # For end-of-run figures (likelihood bounds, FID samples).
 
 
 def run_keys(seed: int) -> RunKeys:
     root = jax.random.key(seed)
-    return RunKeys(*(jax.random.fold_in(root, i) for i in range(5)))
+    names = [f.name for f in dataclasses.fields(RunKeys)]
+    return RunKeys(*(jax.random.fold_in(root, i) for i in range(len(names))))
 
 
 def workdir_for(config: BaseConfig, experiment: str) -> Path:
@@ -169,7 +183,6 @@ def run(
     dataset: data.Dataset,
     init_state: Callable[[jax.Array], Any],
     media: MediaFn,
-    extra_config: Mapping[str, Any] | None = None,
     final_metrics: FinalMetricsFn | None = None,
 ) -> dict[str, Any]:
     """Trains (or resumes) a run in its workdir; returns the summary written to summary.json."""
@@ -179,7 +192,7 @@ def run(
     checkpoints = Checkpoints(workdir, config.max_to_keep)
     record = checkpoints.read_record()
     if record is not None:
-        check_compatible(record, config.to_dict(), family.identity_fields, workdir)
+        check_compatible(record, family.name, config.to_dict(), family.identity_fields, workdir)
 
     keys = run_keys(config.seed)
     state = init_state(keys.init)
@@ -199,7 +212,6 @@ def run(
             **config.to_dict(),
             "experiment": family.name,
             "data_source": dataset.source,
-            **(extra_config or {}),
         },
         mode=config.wandb_mode,
         project=config.wandb_project,
@@ -277,6 +289,7 @@ def _train(
                 "step_in_epoch": step % per_epoch,
                 "train_sums": {} if epoch_done else sums,
                 "wandb_run_id": wandb_run.id,
+                "experiment": family.name,
                 "config": config.to_dict(),
             },
         )
@@ -293,8 +306,10 @@ def _train(
         for epoch in range(start_epoch, config.epochs):
             bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
             for start, length in fused.chunks(per_epoch, config.steps_per_dispatch):
-                if start < start_in_epoch and epoch == start_epoch:
-                    continue  # Done before the checkpoint this run resumed from.
+                if epoch == start_epoch and start < start_in_epoch:
+                    # Done before the checkpoint this run resumed from, which lies on this
+                    # grid (steps_per_dispatch is an identity field, so it cannot change).
+                    continue
                 state, chunk = fused.train_steps(
                     state,
                     train_split.images,
@@ -358,24 +373,27 @@ def _train(
                 images=pictures.get("images"),
                 scatters=pictures.get("scatters"),
             )
+            if last:
+                # Written before the final checkpoint: a process killed between the two
+                # redoes the last epoch (identically) and writes it again, never neither.
+                summary = {
+                    **metrics,
+                    "params_sha256": tree_digest(state.params),
+                    "config": config.to_dict(),
+                    "wandb_run": wandb_run.describe(),
+                    "data_source": dataset.source,
+                    "images": str(image_dir),
+                    "checkpoints": str(checkpoints.directory),
+                }
+                wandb_run.summary(
+                    {k: v for k, v in metrics.items()} | {"params_sha256": summary["params_sha256"]}
+                )
+                (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             # Every epoch end is checkpointed: it is cheap next to an epoch, and it is where
             # the epoch's metrics are complete.
             save(epoch_done=True)
             if stop.signum is not None and not last:
                 raise _interrupted(stop.signum, step, checkpoints)
-    summary = {
-        **metrics,
-        "params_sha256": tree_digest(state.params),
-        "config": config.to_dict(),
-        "wandb_run": wandb_run.describe(),
-        "data_source": dataset.source,
-        "images": str(image_dir),
-        "checkpoints": str(checkpoints.directory),
-    }
-    wandb_run.summary(
-        {k: v for k, v in metrics.items()} | {"params_sha256": summary["params_sha256"]}
-    )
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -177,11 +177,17 @@ class Run:
             pass
 
     def summary(self, values: Mapping[str, Any]) -> None:
-        for key, value in values.items():
-            self._run.summary[key] = value
+        try:
+            for key, value in values.items():
+                self._run.summary[key] = value
+        except Exception as e:  # Never let W&B hide the real outcome of a run.
+            _notice(f"could not write the run summary ({type(e).__name__}: {e})")
 
     def finish(self, exit_code: int = 0) -> None:
-        self._run.finish(exit_code=exit_code)
+        try:
+            self._run.finish(exit_code=exit_code)
+        except Exception as e:
+            _notice(f"could not finish the run cleanly ({type(e).__name__}: {e})")
 
 
 def find_run_dirs(directory: str | os.PathLike) -> list[Path]:

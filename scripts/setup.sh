@@ -9,9 +9,30 @@ python="${PYTHON:-python3}"
 venv="$root/.venv"
 stamp="$venv/.genjax-installed"
 
-if [ ! -x "$venv/bin/python" ]; then
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "[setup] genjax needs Python >= 3.11; $python is $("$python" --version 2>&1)." \
+       "Set PYTHON=/path/to/python3.11 and run again" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/pip" ]; then
   echo "[setup] creating virtual environment in $venv" >&2
-  "$python" -m venv "$venv"
+  rm -rf "$venv"
+  if ! "$python" -m venv "$venv" 2>/dev/null; then
+    # Debian and Ubuntu ship venv separately; install it where apt is at hand.
+    rm -rf "$venv"
+    if command -v apt-get >/dev/null 2>&1; then
+      if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo -n"; fi
+      $sudo apt-get update -qq >/dev/null 2>&1 || true
+      pyver="$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "python$pyver-venv" \
+        >/dev/null 2>&1 || true
+    fi
+    "$python" -m venv "$venv" || {
+      echo "[setup] could not create a virtual environment: install python3-venv" >&2
+      rm -rf "$venv"
+      exit 1
+    }
+  fi
 fi
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

@@ -43,6 +43,10 @@ def test_every_field_is_a_flag_in_wandb_agent_form():
         (["--epochs=1", "--epochs=2"], "given twice"),
         (["latent_dim=3"], "every setting is --field=value"),
         (["--seed"], "--seed needs a value"),
+        (["--seed=-1"], "--seed=-1: must be in [0, 2**32)"),
+        (["--learning_rate=nan"], "--learning_rate=nan: expected a finite number"),
+        (["--leaky_slope=inf"], "--leaky_slope=inf: expected a finite number"),
+        (["--latent_points=1"], "--latent_points=1: must be at least 2"),
     ],
 )
 def test_bad_flags_name_the_field(argv, message):

@@ -103,7 +103,12 @@ def test_auto_falls_through_to_tfds(tmp_path):
     assert len(ds.train) == 12 and "tfds mnist" in ds.source
 
 
-def test_no_network_fails_fast_and_says_what_was_tried(tmp_path):
+def test_no_network_fails_fast_and_says_what_was_tried(tmp_path, monkeypatch):
+    # No network, even where CI could reach the internet: a proxy on a closed local port.
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     start = time.monotonic()
     with pytest.raises(data.DataError) as excinfo:
         data.load_dataset("mnist", data_dir=str(tmp_path / "empty"))

@@ -142,13 +142,16 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(small_data, tmp_path, uni
 
 
 @pytest.mark.slow
-def test_a_finished_run_is_not_trained_again(small_data, tmp_path, wandb_home):
+def test_a_finished_run_is_not_trained_again(small_data, tmp_path, wandb_home, capsys):
     workdir = tmp_path / "run"
     argv = _flags(small_data, workdir, epochs=1, wandb_mode="disabled")
     assert autoencoder.main(argv) == 0
     before = _summary(workdir)
+    steps_before = Checkpoints(workdir).all_steps()
+    capsys.readouterr()
     assert autoencoder.main(argv) == 0
-    assert _summary(workdir) == before
+    assert "is already complete at step 100" in capsys.readouterr().out
+    assert _summary(workdir) == before and Checkpoints(workdir).all_steps() == steps_before
     # Asking for more epochs continues from the checkpoint.
     assert autoencoder.main(_flags(small_data, workdir, epochs=2, wandb_mode="disabled")) == 0
     assert _summary(workdir)["step"] == 2 * before["step"]
@@ -222,10 +225,33 @@ def test_a_shape_change_against_an_existing_workdir_is_refused(small_data, tmp_p
     workdir = tmp_path / "run"
     assert autoencoder.main(_flags(small_data, workdir, epochs=1, wandb_mode="disabled")) == 0
     saved = Checkpoints(workdir).latest_step()
-    result = _cli(_flags(small_data, workdir, latent_dim=10), tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert "holds a checkpoint of a different run: --latent_dim=2 (asked: 10)" in result.stderr
-    assert "Traceback" not in result.stderr
+    for flag, message in [
+        ("--latent_dim=10", "holds a checkpoint of a different run: --latent_dim=2 (asked: 10)"),
+        ("--steps_per_dispatch=7", "--steps_per_dispatch=10 (asked: 7)"),
+        ("--learning_rate=0.01", "--learning_rate=0.001 (asked: 0.01)"),
+    ]:
+        name, value = flag[2:].split("=")
+        result = _cli(_flags(small_data, workdir, **{name: value}), tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    # Another experiment on the same workdir is refused too, before orbax sees it.
+    vae = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.vae",
+            f"--workdir={workdir}",
+            f"--data_dir={small_data}",
+            "--data_source=idx",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**_env(tmp_path / "home"), "WANDB_MODE": "disabled"},
+    )
+    assert vae.returncode == 2 and "holds a checkpoint of a 'autoencoder' run" in vae.stderr
     assert Checkpoints(workdir).latest_step() == saved
 
 

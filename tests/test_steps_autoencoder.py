@@ -136,3 +136,25 @@ def test_evaluate_counts_every_example_once(small):
 def test_chunks_cover_the_epoch():
     assert fused.chunks(1875, 500) == [(0, 500), (500, 500), (1000, 500), (1500, 375)]
     assert fused.chunks(3, 10) == [(0, 3)]
+
+
+def test_fused_steps_compile_once_across_chunks_and_epochs(small):
+    """The experiment's real path: same-length dispatches of any epoch reuse one program."""
+    state = _state()
+    before = fused.train_steps._cache_size()
+    for epoch in range(2):
+        for start in (0, 1):
+            state, _ = fused.train_steps(
+                state,
+                small.images,
+                small.labels,
+                jax.random.key(0),
+                jax.random.key(1),
+                jnp.int32(epoch),
+                jnp.int32(start),
+                train_step=steps.train_step,
+                num_steps=1,
+                batch_size=32,
+                pixel_range=steps.PIXEL_RANGE,
+            )
+    assert fused.train_steps._cache_size() == before + 1

@@ -11,6 +11,7 @@ from flax.training import train_state
 
 from genjax import losses
 from genjax.models.autoencoder import Autoencoder
+from genjax.steps.state import create as create_train_state
 
 PIXEL_RANGE = (0.0, 1.0)  # The decoder ends in a sigmoid.
 
@@ -26,9 +27,7 @@ def create_state(
 ) -> train_state.TrainState:
     """Initial parameters and Adam state; the module and optimizer are bound here, once."""
     params = init_params(model, key)
-    return train_state.TrainState.create(
-        apply_fn=model.apply, params=params, tx=optax.adam(learning_rate)
-    )
+    return create_train_state(model.apply, params, optax.adam(learning_rate))
 
 
 def _loss(params, state, batch):

@@ -12,6 +12,7 @@ from flax.training import train_state
 
 from genjax import losses
 from genjax.models.autoencoder import VAE
+from genjax.steps.state import create as create_train_state
 
 PIXEL_RANGE = (0.0, 1.0)  # The decoder's sigmoid (or Bernoulli mean) lives in [0, 1].
 
@@ -26,9 +27,7 @@ def init_params(model: VAE, key: jax.Array):
 
 def create_state(model: VAE, learning_rate: float, key: jax.Array) -> train_state.TrainState:
     """Initial parameters and Adam state; the module and optimizer are bound here, once."""
-    return train_state.TrainState.create(
-        apply_fn=model.apply, params=init_params(model, key), tx=optax.adam(learning_rate)
-    )
+    return create_train_state(model.apply, init_params(model, key), optax.adam(learning_rate))
 
 
 def reconstruction_loss(likelihood: str, x: jax.Array, logits: jax.Array) -> jax.Array:
