@@ -17,6 +17,7 @@ from genjax import cli, data, images, loop
 from genjax.config import AutoencoderConfig, parse_flags
 from genjax.models.autoencoder import Autoencoder
 from genjax.steps import autoencoder as steps
+from genjax.trainers import EpochTrainer
 
 FAMILY = loop.Family(
     "autoencoder",
@@ -66,7 +67,7 @@ def run(config: AutoencoderConfig) -> dict:
         }
 
     init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    return loop.run(config, FAMILY, dataset, init_state, media)
+    return loop.run(config, FAMILY, dataset, init_state, EpochTrainer(config, dataset, media))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from genjax.config import VAEConfig, parse_flags
 from genjax.evaluation import likelihood
 from genjax.models.autoencoder import VAE
 from genjax.steps import vae as steps
+from genjax.trainers import EpochTrainer
 
 IDENTITY_FIELDS = (
     *loop.BASE_IDENTITY_FIELDS,
@@ -128,7 +129,8 @@ def run(config: VAEConfig) -> dict:
             }
 
     init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    return loop.run(config, family(config), dataset, init_state, media, final_metrics=final_metrics)
+    trainer = EpochTrainer(config, dataset, media, final_metrics)
+    return loop.run(config, family(config), dataset, init_state, trainer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,19 +27,13 @@ class BaseConfig:
     data_dir: str = ""  # "" = tfds's default folder, then Debian's dataset-fashion-mnist.
     data_source: Literal["auto", "tfds", "idx"] = "auto"
     # Optimisation.
-    epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
-    # 0 = a full pass over the training split; a positive value caps the epoch (for smoke runs).
-    steps_per_epoch: int = 0
-    # Training steps fused into one device dispatch (lax.scan); the progress bar moves per chunk.
-    steps_per_dispatch: int = 500
-    eval_batch_size: int = 1000
     # Results. Running the same command with the same workdir resumes the run.
     workdir: str = ""  # "" = runs/<experiment>
-    # Also checkpoint every this many steps within an epoch (at the next dispatch end);
-    # 0 = only at the end of every epoch, which is always checkpointed.
+    # Also checkpoint every this many steps, at the next dispatch end; 0 = only at the log
+    # points (epoch ends; the DCGAN's image points), which are always checkpointed.
     checkpoint_interval: int = 0
     max_to_keep: int = 2  # Checkpoints kept; older ones are deleted.
     min_free_disk_mb: int = 200  # Refuse to start with less free space in the workdir.
@@ -53,11 +47,10 @@ class BaseConfig:
 
     def validate(self) -> None:
         """Raises ConfigError for impossible values; subclasses extend it."""
-        _positive(self, "epochs", "batch_size", "steps_per_dispatch", "eval_batch_size")
-        _positive(self, "max_to_keep")
+        _positive(self, "batch_size", "max_to_keep")
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"--seed={self.seed}: must be in [0, 2**32)")
-        _non_negative(self, "steps_per_epoch", "checkpoint_interval", "min_free_disk_mb")
+        _non_negative(self, "checkpoint_interval", "min_free_disk_mb")
         if not self.wandb_init_timeout > 0:
             raise ConfigError(f"--wandb_init_timeout={self.wandb_init_timeout}: must be positive")
         if not self.learning_rate > 0:
@@ -67,6 +60,23 @@ class BaseConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochConfig(BaseConfig):
+    """Experiments trained in epochs over the training split (the autoencoder, the VAE)."""
+
+    epochs: int = 20
+    # 0 = a full pass over the training split; a positive value caps the epoch (for smoke runs).
+    steps_per_epoch: int = 0
+    # Training steps fused into one device dispatch (lax.scan); the progress bar moves per chunk.
+    steps_per_dispatch: int = 500
+    eval_batch_size: int = 1000
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "epochs", "steps_per_dispatch", "eval_batch_size")
+        _non_negative(self, "steps_per_epoch")
 
 
 def _positive(config: BaseConfig, *names: str) -> None:
@@ -177,7 +187,7 @@ def parse_flags(config_cls: type[C], argv: Sequence[str], **defaults: Any) -> C:
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoencoderConfig(BaseConfig):
+class AutoencoderConfig(EpochConfig):
     """The report's autoencoder: latent size is the knob the report sweeps (2, 10, 100)."""
 
     latent_dim: int = 2
@@ -195,7 +205,7 @@ class AutoencoderConfig(BaseConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class VAEConfig(BaseConfig):
+class VAEConfig(EpochConfig):
     """The report's VAE, with a true-likelihood option and its likelihood bounds."""
 
     latent_dim: int = 2
@@ -239,3 +249,26 @@ class VAEConfig(BaseConfig):
                 f"--iwae_samples={self.iwae_samples} must be a multiple of "
                 f"--iwae_chunk={self.iwae_chunk}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANConfig(BaseConfig):
+    """The Keras-GAN DCGAN and its training scheme, with the report's W&B instrumentation."""
+
+    learning_rate: float = 2e-4  # Adam, for both networks, as Keras-GAN.
+    beta1: float = 0.5
+    iterations: int = 4000  # As the report's script.
+    latent_dim: int = 100
+    gen_interval: int = 50  # Iterations between generated-image grids.
+    log_interval: int = 1  # Iterations between logged metric rows (1 = every one, the report).
+    # "random": each batch drawn at random as Keras-GAN; "epochs": shuffled epochs.
+    sampling: Literal["random", "epochs"] = "random"
+    # How iterations between image points run: "loop" = one jitted call each (XLA:CPU runs
+    # convolutions inside lax.scan very slowly), "scan" = fused; "auto" = loop on CPU only.
+    fuse: Literal["auto", "scan", "loop"] = "auto"
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "iterations", "latent_dim", "gen_interval", "log_interval")
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")

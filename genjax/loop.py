@@ -1,8 +1,6 @@
-"""The host loop every experiment shares: restore or init, fused steps, evaluate, log, save.
-
-A model family brings its state, its jitted steps, its pixel range and what it draws at each
-epoch's end; this loop owns the order of work, checkpoints and resume, the NaN guard,
-signals, the progress bar, W&B and summary.json.
+"""What every experiment's host loop shares: workdir checks, restore or init, W&B, signals,
+checkpoints, the NaN guard and summary.json. The loops themselves (epochs for the
+autoencoders, iterations with image points for the GAN) are in genjax/trainers.py.
 """
 
 from __future__ import annotations
@@ -16,20 +14,17 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from genjax import data, images
 from genjax.checkpoint import Checkpoints, check_compatible
 from genjax.config import BaseConfig, ConfigError
-from genjax.steps import fused
 from genjax.wandb_logging import Run
 
-# Epoch-end pictures: {"images": {key: array or (array, caption)}, "scatters": {key: Scatter}}.
+# Pictures at a log point: {"images": {key: array or (array, caption)}, "scatters": {...}}.
 MediaFn = Callable[[Any, int], Mapping[str, Mapping[str, Any]]]
 # Costly end-of-run figures (likelihood bounds, FID): state -> {W&B key: float}.
 FinalMetricsFn = Callable[[Any], Mapping[str, float]]
@@ -119,7 +114,7 @@ def check_workdir(workdir: Path, min_free_mb: int) -> None:
         )
 
 
-def steps_per_epoch(config: BaseConfig, num_train: int) -> int:
+def steps_per_epoch(config, num_train: int) -> int:
     """Full batches per pass over the training split (the remainder is dropped: static shapes)."""
     if config.batch_size > num_train:
         raise ConfigError(
@@ -127,7 +122,8 @@ def steps_per_epoch(config: BaseConfig, num_train: int) -> int:
             f"({num_train} examples); use a smaller batch"
         )
     full = num_train // config.batch_size
-    return min(full, config.steps_per_epoch) if config.steps_per_epoch else full
+    cap = getattr(config, "steps_per_epoch", 0)  # Only epoch-trained experiments cap it.
+    return min(full, cap) if cap else full
 
 
 def tree_digest(tree: Any) -> str:
@@ -165,7 +161,7 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
-def _check_finite(metrics: Mapping[str, np.ndarray], prefix: str, first_step: int) -> None:
+def check_finite(metrics: Mapping[str, np.ndarray], prefix: str, first_step: int) -> None:
     for name, values in metrics.items():
         values = np.atleast_1d(values)
         bad = np.flatnonzero(~np.isfinite(values))
@@ -177,17 +173,91 @@ def _check_finite(metrics: Mapping[str, np.ndarray], prefix: str, first_step: in
             )
 
 
+class Trainer(Protocol):
+    """A host loop: how many steps make the run, and how to run them from a restored state."""
+
+    total_steps: int
+
+    def __call__(self, ctx: RunContext, state: Any) -> dict[str, Any]: ...
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Everything a trainer needs besides the state; its helpers keep the rules in one place."""
+
+    config: BaseConfig
+    family: Family
+    dataset: data.Dataset
+    keys: RunKeys
+    wandb_run: Run
+    workdir: Path
+    checkpoints: Checkpoints
+    record: dict[str, Any]  # The restored checkpoint's record ({} for a new run).
+    stop: _SignalFlag
+
+    @property
+    def image_dir(self) -> Path:
+        return self.workdir / "images"
+
+    def save(self, step: int, state: Any, **extra: Any) -> None:
+        """Checkpoints a state that passed the NaN guard, with what a resume needs."""
+        self.checkpoints.save(
+            step,
+            state,
+            {
+                "step": step,
+                "wandb_run_id": self.wandb_run.id,
+                "experiment": self.family.name,
+                "config": self.config.to_dict(),
+                **extra,
+            },
+        )
+
+    def stop_if_signalled(self, step: int) -> None:
+        """After a checkpoint: a pending SIGTERM/SIGINT ends the run here."""
+        if self.stop.signum is not None:
+            raise _interrupted(self.stop.signum, step, self.checkpoints)
+
+    def log(
+        self,
+        step: int,
+        metrics: Mapping[str, Any],
+        pictures: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """One W&B step; pictures also go to WORKDIR/images/KEY.png (the latest of each)."""
+        pictures = pictures or {}
+        for key, array in pictures.get("images", {}).items():
+            array = array[0] if isinstance(array, tuple) else array
+            images.save_png(array, self.image_dir / f"{key}.png")
+        self.wandb_run.log(
+            step, metrics, images=pictures.get("images"), scatters=pictures.get("scatters")
+        )
+
+    def write_summary(self, metrics: Mapping[str, Any], state: Any) -> dict[str, Any]:
+        """summary.json: final metrics under their W&B names, config, where the run is."""
+        summary = {
+            **metrics,
+            "state_sha256": tree_digest(state),
+            "config": self.config.to_dict(),
+            "wandb_run": self.wandb_run.describe(),
+            "data_source": self.dataset.source,
+            "images": str(self.image_dir),
+            "checkpoints": str(self.checkpoints.directory),
+        }
+        self.wandb_run.summary(dict(metrics) | {"state_sha256": summary["state_sha256"]})
+        (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
 def run(
     config: BaseConfig,
     family: Family,
     dataset: data.Dataset,
     init_state: Callable[[jax.Array], Any],
-    media: MediaFn,
-    final_metrics: FinalMetricsFn | None = None,
+    trainer: Trainer,
 ) -> dict[str, Any]:
     """Trains (or resumes) a run in its workdir; returns the summary written to summary.json."""
     workdir = workdir_for(config, family.name)
-    per_epoch = steps_per_epoch(config, len(dataset.train))
     check_workdir(workdir, config.min_free_disk_mb)
     checkpoints = Checkpoints(workdir, config.max_to_keep)
     record = checkpoints.read_record()
@@ -199,8 +269,7 @@ def run(
     if record is not None:
         state, record = checkpoints.restore(state)
         print(f"resuming {workdir} from step {int(state.step)}", file=sys.stderr)
-    total = config.epochs * per_epoch
-    if int(state.step) >= total:
+    if int(state.step) >= trainer.total_steps:
         summary_path = workdir / "summary.json"
         print(f"{workdir} is already complete at step {int(state.step)}: {summary_path}")
         checkpoints.close()
@@ -208,11 +277,7 @@ def run(
 
     wandb_run = Run(
         directory=workdir,
-        config={
-            **config.to_dict(),
-            "experiment": family.name,
-            "data_source": dataset.source,
-        },
+        config={**config.to_dict(), "experiment": family.name, "data_source": dataset.source},
         mode=config.wandb_mode,
         project=config.wandb_project,
         entity=config.wandb_entity,
@@ -223,21 +288,11 @@ def run(
     )
     try:
         with _SignalFlag() as stop:
-            summary = _train(
-                config,
-                family,
-                state,
-                dataset,
-                keys,
-                wandb_run,
-                workdir,
-                media,
-                checkpoints,
-                record,
-                per_epoch,
-                stop,
-                final_metrics,
+            ctx = RunContext(
+                config, family, dataset, keys, wandb_run, workdir, checkpoints, record or {}, stop
             )
+            ctx.image_dir.mkdir(parents=True, exist_ok=True)
+            summary = trainer(ctx, state)
     except Interrupted as e:
         wandb_run.mark_preempting()
         wandb_run.finish(exit_code=e.exit_code)
@@ -250,150 +305,6 @@ def run(
         checkpoints.close()
     wandb_run.finish()
     print(final_message(summary, workdir))
-    return summary
-
-
-def _train(
-    config,
-    family,
-    state,
-    dataset,
-    keys,
-    wandb_run,
-    workdir,
-    media,
-    checkpoints,
-    record,
-    per_epoch,
-    stop,
-    final_metrics,
-) -> dict[str, Any]:
-    train_split = data.to_device(dataset.train)
-    test_split = data.to_device(dataset.test)
-    image_dir = workdir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    step = int(state.step)
-    start_epoch, start_in_epoch = divmod(step, per_epoch)
-    # Running sums of the epoch's per-step training metrics: float64 on the host, summed
-    # chunk by chunk, and checkpointed, so a resumed epoch reports the same mean.
-    sums: dict[str, float] = dict(record.get("train_sums", {})) if start_in_epoch else {}
-    metrics: dict[str, float] = {}
-
-    def save(epoch_done: bool) -> None:
-        checkpoints.save(
-            step,
-            state,
-            {
-                "step": step,
-                "epoch": step // per_epoch,
-                "step_in_epoch": step % per_epoch,
-                "train_sums": {} if epoch_done else sums,
-                "wandb_run_id": wandb_run.id,
-                "experiment": family.name,
-                "config": config.to_dict(),
-            },
-        )
-
-    bar = tqdm(
-        total=config.epochs * per_epoch,
-        initial=step,
-        unit="step",
-        disable=not config.progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    with bar:
-        for epoch in range(start_epoch, config.epochs):
-            bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
-            for start, length in fused.chunks(per_epoch, config.steps_per_dispatch):
-                if epoch == start_epoch and start < start_in_epoch:
-                    # Done before the checkpoint this run resumed from, which lies on this
-                    # grid (steps_per_dispatch is an identity field, so it cannot change).
-                    continue
-                state, chunk = fused.train_steps(
-                    state,
-                    train_split.images,
-                    train_split.labels,
-                    keys.step,
-                    keys.data,
-                    jnp.int32(epoch),
-                    jnp.int32(start),
-                    train_step=family.train_step,
-                    num_steps=length,
-                    batch_size=config.batch_size,
-                    pixel_range=family.pixel_range,
-                )
-                chunk = jax.device_get(chunk)
-                _check_finite(chunk, "train/", step + 1)
-                for k, v in chunk.items():
-                    sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
-                previous, step = step, step + length
-                bar.update(length)
-                if step % per_epoch == 0:
-                    continue  # The epoch's end checkpoints below, after evaluation.
-                # Mid-epoch checkpoints fall on the dispatch grid: the first dispatch end at
-                # or after each multiple of checkpoint_interval.
-                interval = config.checkpoint_interval
-                if stop.signum is not None or (
-                    interval and step // interval > previous // interval
-                ):
-                    save(epoch_done=False)
-                if stop.signum is not None:
-                    raise _interrupted(stop.signum, step, checkpoints)
-            train_metrics = {k: v / per_epoch for k, v in sums.items()}
-            sums = {}
-            val_metrics = jax.device_get(
-                fused.evaluate(
-                    state,
-                    test_split.images,
-                    test_split.labels,
-                    keys.eval,
-                    eval_step=family.eval_step,
-                    batch_size=min(config.eval_batch_size, len(test_split)),
-                    pixel_range=family.pixel_range,
-                )
-            )
-            _check_finite(val_metrics, "val/", step)
-            metrics = {f"train/{k}": v for k, v in train_metrics.items()}
-            metrics |= {f"val/{k}": float(v) for k, v in val_metrics.items()}
-            metrics |= {"epoch": epoch + 1, "step": step}
-            last = epoch + 1 == config.epochs
-            if last and final_metrics is not None:
-                # Logged with the last epoch, so they share its W&B step.
-                metrics |= {k: float(v) for k, v in final_metrics(state).items()}
-                _check_finite({k: v for k, v in metrics.items() if "/" in k}, "", step)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
-            pictures = media(state, epoch + 1)
-            for key, array in pictures.get("images", {}).items():
-                array = array[0] if isinstance(array, tuple) else array
-                images.save_png(array, image_dir / f"{key}.png")
-            wandb_run.log(
-                epoch + 1,
-                metrics,
-                images=pictures.get("images"),
-                scatters=pictures.get("scatters"),
-            )
-            if last:
-                # Written before the final checkpoint: a process killed between the two
-                # redoes the last epoch (identically) and writes it again, never neither.
-                summary = {
-                    **metrics,
-                    "params_sha256": tree_digest(state.params),
-                    "config": config.to_dict(),
-                    "wandb_run": wandb_run.describe(),
-                    "data_source": dataset.source,
-                    "images": str(image_dir),
-                    "checkpoints": str(checkpoints.directory),
-                }
-                wandb_run.summary(
-                    {k: v for k, v in metrics.items()} | {"params_sha256": summary["params_sha256"]}
-                )
-                (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            # Every epoch end is checkpointed: it is cheap next to an epoch, and it is where
-            # the epoch's metrics are complete.
-            save(epoch_done=True)
-            if stop.signum is not None and not last:
-                raise _interrupted(stop.signum, step, checkpoints)
     return summary
 
 

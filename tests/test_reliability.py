@@ -19,6 +19,7 @@ from genjax import data, loop, wandb_logging
 from genjax.checkpoint import Checkpoints
 from genjax.config import AutoencoderConfig, parse_flags
 from genjax.steps import autoencoder as steps
+from genjax.trainers import EpochTrainer
 from tests.conftest import write_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_kill_9_then_the_same_command_ends_bitwise_identical(small_data, tmp_pat
     assert code == 0, err
     assert "resuming" in err
     resumed = _summary(workdir)
-    assert resumed["params_sha256"] == uninterrupted["params_sha256"]
+    assert resumed["state_sha256"] == uninterrupted["state_sha256"]
     for key in ("train/loss", "val/loss", "step", "epoch"):
         assert resumed[key] == uninterrupted[key], key
     # The resumed process continued the same W&B run.
@@ -138,7 +139,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(small_data, tmp_path, uni
     assert first_run["state"] != "finished"  # Marked preempted/failed, not finished.
     code, out, err = _finish(_start(small_data, workdir, home))
     assert code == 0, err
-    assert _summary(workdir)["params_sha256"] == uninterrupted["params_sha256"]
+    assert _summary(workdir)["state_sha256"] == uninterrupted["state_sha256"]
 
 
 @pytest.mark.slow
@@ -185,7 +186,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_p
 
     # Dispatches of 10 steps, checkpoints every 20: steps 20 and 40 are saved, 47 is bad.
     with pytest.raises(loop.NonFiniteError, match=r"train/loss is nan at step 47"):
-        loop.run(config, _poisoned_family(47), dataset, init_state, lambda s, e: {})
+        trainer = EpochTrainer(config, dataset, lambda s, e: {})
+        loop.run(config, _poisoned_family(47), dataset, init_state, trainer)
     checkpoints = Checkpoints(workdir)
     assert checkpoints.latest_step() == 40  # The last good one; nothing saved after it.
     state, record = checkpoints.restore(init_state(jax_key()))

@@ -1,0 +1,206 @@
+"""The DCGAN's state and its Keras-GAN training iteration, jitted, with explicit keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from genjax import data
+from genjax.models.dcgan import Discriminator, Generator
+
+PIXEL_RANGE = (-1.0, 1.0)  # The generator ends in tanh.
+
+
+class BNTrainState(train_state.TrainState):
+    """A network's parameters, Adam state and BatchNorm statistics."""
+
+    batch_stats: Any = None
+
+
+@flax.struct.dataclass
+class GANState:
+    step: jax.Array  # Iterations done: one discriminator pair and one generator update each.
+    generator: BNTrainState
+    discriminator: BNTrainState
+
+
+def _adam(learning_rate: float, beta1: float) -> optax.GradientTransformation:
+    return optax.adam(learning_rate, b1=beta1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_variables(generator: Generator, discriminator: Discriminator, key: jax.Array):
+    g_key, d_key = jax.random.split(key)
+    z = jnp.zeros((1, generator.latent_dim), jnp.float32)
+    x = jnp.zeros((1, 28, 28, generator.channels), jnp.float32)
+    return generator.init(g_key, z, train=False), discriminator.init(d_key, x, train=False)
+
+
+def create_state(
+    generator: Generator,
+    discriminator: Discriminator,
+    learning_rate: float,
+    beta1: float,
+    key: jax.Array,
+) -> GANState:
+    """Both networks with Adam(learning_rate, beta1), as Keras-GAN (2e-4, 0.5)."""
+    g_vars, d_vars = _init_variables(generator, discriminator, key)
+
+    def net(module, variables):
+        state = BNTrainState.create(
+            apply_fn=module.apply,
+            params=variables["params"],
+            batch_stats=variables["batch_stats"],
+            tx=_adam(learning_rate, beta1),
+        )
+        # A strong int32 step, or the second call compiles the iteration again.
+        return state.replace(step=jnp.zeros((), jnp.int32))
+
+    return GANState(
+        step=jnp.zeros((), jnp.int32),
+        generator=net(generator, g_vars),
+        discriminator=net(discriminator, d_vars),
+    )
+
+
+def _bce(logits: jax.Array, label: float) -> jax.Array:
+    return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, label))
+
+
+def _accuracy(logits: jax.Array, label: float) -> jax.Array:
+    # Keras's binary accuracy: P(real) > 0.5, i.e. logit > 0.
+    return jnp.mean(((logits > 0) == (label > 0.5)).astype(jnp.float32))
+
+
+def _discriminator_update(d: BNTrainState, images: jax.Array, label: float, key: jax.Array):
+    """One Keras `discriminator.train_on_batch`: training-mode BN and dropout, stats updated."""
+
+    def loss_fn(params):
+        logits, updates = d.apply_fn(
+            {"params": params, "batch_stats": d.batch_stats},
+            images,
+            train=True,
+            rngs={"dropout": key},
+            mutable=["batch_stats"],
+        )
+        return jnp.mean(_bce(logits, label)), (logits, updates["batch_stats"])
+
+    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d.params)
+    d = d.apply_gradients(grads=grads).replace(batch_stats=stats)
+    return d, loss, logits
+
+
+@dataclasses.dataclass(frozen=True)
+class GANSteps:
+    """The iteration, bound to the batch sampling (static, so its jit is built once)."""
+
+    latent_dim: int = 100
+    batch_size: int = 32
+    sampling: str = "random"  # "random": Keras-GAN's randint batches; "epochs": shuffled.
+
+    def batch_indices(self, sample_key, data_key, step: jax.Array, n: int) -> jax.Array:
+        """The iteration's real batch: drawn from its own key, or the step's slot of an epoch."""
+        if self.sampling == "random":
+            # Keras-GAN: np.random.randint(0, n, batch_size), i.e. with replacement.
+            return jax.random.randint(sample_key, (self.batch_size,), 0, n)
+        epoch, position = jnp.divmod(step, n // self.batch_size)
+        perm = data.epoch_permutation(data_key, epoch, n)
+        return jax.lax.dynamic_slice_in_dim(perm, position * self.batch_size, self.batch_size)
+
+    def draws(self, state: GANState, images: jax.Array, step_key, data_key):
+        """The iteration's random inputs, from keys folded with the step: (real, z, keys)."""
+        key = jax.random.fold_in(step_key, state.step)
+        noise_key, sample_key, real_key, fake_key, g_drop_key = jax.random.split(key, 5)
+        idx = self.batch_indices(sample_key, data_key, state.step, images.shape[0])
+        real = data.scale(images[idx], PIXEL_RANGE)
+        z = jax.random.normal(noise_key, (self.batch_size, self.latent_dim))
+        return real, z, (real_key, fake_key, g_drop_key)
+
+    def discriminator_phase(self, state: GANState, real, z, real_key, fake_key):
+        """Keras-GAN's two discriminator updates: real batch (label 1), generated (label 0)."""
+        g, d = state.generator, state.discriminator
+        # Keras-GAN draws the fakes with generator.predict: inference mode, moving BN stats.
+        fake = g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, train=False)
+        d, d_loss_real, logits_real = _discriminator_update(d, real, 1.0, real_key)
+        d, d_loss_fake, logits_fake = _discriminator_update(d, fake, 0.0, fake_key)
+        metrics = {
+            "discriminator_loss": 0.5 * (d_loss_real + d_loss_fake),
+            "discriminator_accuracy": 50.0
+            * (_accuracy(logits_real, 1.0) + _accuracy(logits_fake, 0.0)),
+            "d_real": jnp.mean(jax.nn.sigmoid(logits_real)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(logits_fake)),
+        }
+        return state.replace(discriminator=d), metrics
+
+    def generator_phase(self, state: GANState, z, dropout_key):
+        """Keras-GAN's combined update: the generator through a frozen discriminator (label 1)."""
+        g, d = state.generator, state.discriminator
+
+        def loss_fn(params):
+            generated, g_updates = g.apply_fn(
+                {"params": params, "batch_stats": g.batch_stats},
+                z,  # The same noise, as Keras-GAN's combined.train_on_batch(noise, valid).
+                train=True,
+                mutable=["batch_stats"],
+            )
+            # The discriminator runs in training mode here: BatchNorm normalises with the
+            # batch's own statistics and dropout is on, as in the original Keras 2 code,
+            # where `discriminator.trainable = False` froze the weights but not BN's mode.
+            # TF2 Keras changed that to inference mode (moving statistics), and the TF2 port
+            # of Keras-GAN then stopped converging: moving averages of real-and-fake batches
+            # describe neither, so the generator chases the wrong normalisation. The
+            # statistics this pass computes are thrown away and no gradient reaches the
+            # discriminator's parameters, so both stay exactly as they were.
+            logits, _ = d.apply_fn(
+                {"params": d.params, "batch_stats": d.batch_stats},
+                generated,
+                train=True,
+                rngs={"dropout": dropout_key},
+                mutable=["batch_stats"],
+            )
+            return jnp.mean(_bce(logits, 1.0)), g_updates["batch_stats"]
+
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
+        g = g.apply_gradients(grads=grads).replace(batch_stats=stats)
+        return state.replace(generator=g), {"generator_loss": loss}
+
+    def iteration(self, state: GANState, images: jax.Array, step_key, data_key):
+        """One Keras-GAN iteration: D on real, D on generated, then G; (state, metrics).
+
+        images: the whole training split on the device, uint8 [N, 28, 28, C].
+        """
+        real, z, (real_key, fake_key, g_drop_key) = self.draws(state, images, step_key, data_key)
+        state, d_metrics = self.discriminator_phase(state, real, z, real_key, fake_key)
+        state, g_metrics = self.generator_phase(state, z, g_drop_key)
+        return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
+
+    @functools.cached_property
+    def train_step(self):
+        """(state, images, step_key, data_key) -> (state, metrics): one jitted iteration."""
+        return jax.jit(self.iteration, donate_argnames="state")
+
+    @functools.cached_property
+    def train_steps(self):
+        """`num` iterations fused in one lax.scan; metrics come back stacked, [num] each."""
+
+        def scanned(state, images, step_key, data_key, num):
+            def body(state, _):
+                return self.iteration(state, images, step_key, data_key)
+
+            return jax.lax.scan(body, state, None, length=num)
+
+        return jax.jit(scanned, static_argnames="num", donate_argnames="state")
+
+
+@jax.jit
+def generate(state: GANState, z: jax.Array) -> jax.Array:
+    """Images in [-1, 1] from noise z, with the generator's moving BN statistics."""
+    g = state.generator
+    return g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, train=False)

@@ -1,0 +1,204 @@
+"""The host loops: epochs of fused steps (autoencoder, VAE) and iterations with image points
+(GAN). Each runs from a restored or fresh state inside loop.run, which owns the rest."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from genjax import data
+from genjax.loop import FinalMetricsFn, MediaFn, RunContext, check_finite, steps_per_epoch
+from genjax.steps import fused
+
+
+def _bar(ctx: RunContext, total: int, initial: int) -> tqdm:
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="step",
+        disable=not ctx.config.progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
+class EpochTrainer:
+    """Epochs over the training split in fused dispatches; evaluation and pictures per epoch.
+
+    Checkpoints at every epoch end and at the first dispatch end after each
+    checkpoint_interval steps; the epoch's running metric sums travel in the record, so a
+    resumed epoch reports the same mean as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        config,
+        dataset: data.Dataset,
+        media: MediaFn,
+        final_metrics: FinalMetricsFn | None = None,
+    ):
+        self.config = config
+        self.per_epoch = steps_per_epoch(config, len(dataset.train))  # Checks the batch size.
+        self.total_steps = config.epochs * self.per_epoch
+        self.media = media
+        self.final_metrics = final_metrics
+
+    def __call__(self, ctx: RunContext, state: Any) -> dict[str, Any]:
+        config, family, keys, per_epoch = ctx.config, ctx.family, ctx.keys, self.per_epoch
+        train_split = data.to_device(ctx.dataset.train)
+        test_split = data.to_device(ctx.dataset.test)
+        step = int(state.step)
+        start_epoch, start_in_epoch = divmod(step, per_epoch)
+        # Running sums of the epoch's per-step training metrics: float64 on the host, summed
+        # dispatch by dispatch, and checkpointed.
+        sums: dict[str, float] = dict(ctx.record.get("train_sums", {})) if start_in_epoch else {}
+        summary: dict[str, Any] = {}
+        with _bar(ctx, self.total_steps, step) as bar:
+            for epoch in range(start_epoch, config.epochs):
+                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+                for start, length in fused.chunks(per_epoch, config.steps_per_dispatch):
+                    if epoch == start_epoch and start < start_in_epoch:
+                        # Done before the checkpoint this run resumed from, which lies on
+                        # this grid (steps_per_dispatch is an identity field).
+                        continue
+                    state, chunk = fused.train_steps(
+                        state,
+                        train_split.images,
+                        train_split.labels,
+                        keys.step,
+                        keys.data,
+                        jnp.int32(epoch),
+                        jnp.int32(start),
+                        train_step=family.train_step,
+                        num_steps=length,
+                        batch_size=config.batch_size,
+                        pixel_range=family.pixel_range,
+                    )
+                    chunk = jax.device_get(chunk)
+                    check_finite(chunk, "train/", step + 1)
+                    for k, v in chunk.items():
+                        sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
+                    previous, step = step, step + length
+                    bar.update(length)
+                    if step % per_epoch == 0:
+                        continue  # The epoch's end checkpoints below, after evaluation.
+                    interval = config.checkpoint_interval
+                    crossed = interval and step // interval > previous // interval
+                    if crossed or ctx.stop.signum is not None:
+                        ctx.save(step, state, train_sums=sums)
+                        ctx.stop_if_signalled(step)
+
+                metrics = {f"train/{k}": v / per_epoch for k, v in sums.items()}
+                sums = {}
+                val = jax.device_get(
+                    fused.evaluate(
+                        state,
+                        test_split.images,
+                        test_split.labels,
+                        keys.eval,
+                        eval_step=family.eval_step,
+                        batch_size=min(config.eval_batch_size, len(test_split)),
+                        pixel_range=family.pixel_range,
+                    )
+                )
+                check_finite(val, "val/", step)
+                metrics |= {f"val/{k}": float(v) for k, v in val.items()}
+                metrics |= {"epoch": epoch + 1, "step": step}
+                last = epoch + 1 == config.epochs
+                if last and self.final_metrics is not None:
+                    # Logged with the last epoch, so they share its W&B step.
+                    metrics |= {k: float(v) for k, v in self.final_metrics(state).items()}
+                    check_finite({k: v for k, v in metrics.items() if "/" in k}, "", step)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
+                ctx.log(epoch + 1, metrics, self.media(state, epoch + 1))
+                if last:
+                    # Written before the final checkpoint: a process killed between the two
+                    # redoes the last epoch (identically) and writes it again.
+                    summary = ctx.write_summary(metrics, state)
+                ctx.save(step, state, train_sums={})
+                if not last:
+                    ctx.stop_if_signalled(step)
+        return summary
+
+
+# A segment of iterations [start, start + length): (state, start, length) -> (state, metrics)
+# with every metric an array of `length` values, one per iteration.
+SegmentFn = Callable[[Any, int, int], tuple[Any, Mapping[str, Any]]]
+
+
+class IterationTrainer:
+    """Iterations in segments that end at image points (every `image_interval`) and at
+    checkpoint points; every iteration's metrics come back with its segment and are logged
+    afterwards, one W&B step per logged iteration, so per-iteration logging costs no
+    per-iteration host round trip.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        image_interval: int,
+        log_interval: int,
+        run_segment: SegmentFn,
+        media: MediaFn,
+        report_line: Callable[[int, Mapping[str, float]], str] | None = None,
+        checkpoint_interval: int = 0,
+    ):
+        self.total_steps = total_steps
+        self.checkpoint_interval = checkpoint_interval
+        self.image_interval = image_interval
+        self.log_interval = log_interval
+        self.run_segment = run_segment
+        self.media = media
+        self.report_line = report_line
+
+    def segments(self, start: int) -> list[tuple[int, int]]:
+        """(start, length) segments from `start`: edges at image and checkpoint points."""
+        edges = {self.total_steps}
+        for every in (self.image_interval, self.checkpoint_interval):
+            if every:
+                edges |= set(range(every, self.total_steps, every))
+        edges = sorted(x for x in edges if x > start)
+        out, a = [], start
+        for b in edges:
+            out.append((a, b - a))
+            a = b
+        return out
+
+    def __call__(self, ctx: RunContext, state: Any) -> dict[str, Any]:
+        step = int(state.step)
+        last_metrics: dict[str, float] = {}
+        summary: dict[str, Any] = {}
+        with _bar(ctx, self.total_steps, step) as bar:
+            for start, length in self.segments(step):
+                state, seg = self.run_segment(state, start, length)
+                seg = jax.device_get(seg)
+                check_finite(seg, "train/", start + 1)
+                step = start + length
+                bar.update(length)
+                # Iteration i (1-based) is W&B step i; log every log_interval-th one.
+                for i in range(length):
+                    n = start + i + 1
+                    row = {f"train/{k}": float(v[i]) for k, v in seg.items()}
+                    if n % self.log_interval == 0 or n == step:
+                        last_metrics = row
+                        pictures = None
+                        if n == step and (n % self.image_interval == 0 or n == self.total_steps):
+                            pictures = self.media(state, n)
+                        ctx.log(n, {**row, "iteration": n}, pictures)
+                if self.report_line is not None:
+                    line = self.report_line(step, last_metrics)
+                    bar.set_postfix_str(line)
+                    if step % self.image_interval == 0 or step == self.total_steps:
+                        tqdm.write(line, file=sys.stderr)
+                if step == self.total_steps:
+                    summary = ctx.write_summary({**last_metrics, "iteration": step}, state)
+                ctx.save(step, state)
+                if step < self.total_steps:
+                    ctx.stop_if_signalled(step)
+        return summary
