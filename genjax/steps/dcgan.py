@@ -181,22 +181,29 @@ class GANSteps:
         state, g_metrics = self.generator_phase(state, z, g_drop_key)
         return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
 
-    @functools.cached_property
+    @property
     def train_step(self):
         """(state, images, step_key, data_key) -> (state, metrics): one jitted iteration."""
-        return jax.jit(self.iteration, donate_argnames="state")
+        return _jitted(self, "train_step")
 
-    @functools.cached_property
+    @property
     def train_steps(self):
         """`num` iterations fused in one lax.scan; metrics come back stacked, [num] each."""
+        return _jitted(self, "train_steps")
 
-        def scanned(state, images, step_key, data_key, num):
-            def body(state, _):
-                return self.iteration(state, images, step_key, data_key)
+    def _scanned(self, state, images, step_key, data_key, num):
+        def body(state, _):
+            return self.iteration(state, images, step_key, data_key)
 
-            return jax.lax.scan(body, state, None, length=num)
+        return jax.lax.scan(body, state, None, length=num)
 
-        return jax.jit(scanned, static_argnames="num", donate_argnames="state")
+
+@functools.cache
+def _jitted(bound: GANSteps, which: str):
+    """One jitted function per distinct setting (equal GANSteps share it, and its compiles)."""
+    if which == "train_step":
+        return jax.jit(bound.iteration, donate_argnames="state")
+    return jax.jit(bound._scanned, static_argnames="num", donate_argnames="state")
 
 
 @jax.jit

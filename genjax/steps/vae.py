@@ -62,29 +62,37 @@ class VAESteps:
         kl = losses.gaussian_kl(z_mean, z_log_var)
         return {"loss": recon + self.beta * kl, "reconstruction_loss": recon, "kl_loss": kl}
 
-    @functools.cached_property
+    def _train_step(self, state, batch, key):
+        """One Adam step on the batch mean of reconstruction + beta * KL."""
+        key = jax.random.fold_in(key, state.step)
+
+        def loss_fn(params):
+            terms = self._terms(params, state, batch, key)
+            return jnp.mean(terms["loss"]), terms
+
+        grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
+        metrics = {k: jnp.mean(v) for k, v in terms.items()}
+        return state.apply_gradients(grads=grads), metrics
+
+    def _eval_step(self, state, batch, key):
+        """Per-example loss, reconstruction and KL, [B] each (one z sample each)."""
+        return self._terms(state.params, state, batch, key)
+
+    @property
     def train_step(self):
-        def train_step(state, batch, key):
-            """One Adam step on the batch mean of reconstruction + beta * KL."""
-            key = jax.random.fold_in(key, state.step)
+        return _jitted(self, "train")
 
-            def loss_fn(params):
-                terms = self._terms(params, state, batch, key)
-                return jnp.mean(terms["loss"]), terms
-
-            grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
-            metrics = {k: jnp.mean(v) for k, v in terms.items()}
-            return state.apply_gradients(grads=grads), metrics
-
-        return jax.jit(train_step, donate_argnames="state")
-
-    @functools.cached_property
+    @property
     def eval_step(self):
-        def eval_step(state, batch, key):
-            """Per-example loss, reconstruction and KL, [B] each (one z sample each)."""
-            return self._terms(state.params, state, batch, key)
+        return _jitted(self, "eval")
 
-        return jax.jit(eval_step)
+
+@functools.cache
+def _jitted(bound: VAESteps, which: str):
+    """One jitted function per distinct setting (equal VAESteps share it, and its compiles)."""
+    if which == "train":
+        return jax.jit(bound._train_step, donate_argnames="state")
+    return jax.jit(bound._eval_step)
 
 
 @jax.jit
