@@ -54,14 +54,18 @@ def run(config: DCGANConfig) -> dict:
     train_images = data.to_device(dataset.train).images
     fixed_noise = jax.random.normal(keys.sample, (GRID * GRID, config.latent_dim))
 
-    def run_segment(state, start, length):
+    def run_segment(state, start, length, should_stop):
         if fuse == "scan":
             return bound.train_steps(state, train_images, keys.step, keys.data, length)
-        # One dispatch per iteration; metrics stay on the device until the segment ends.
+        # One dispatch per iteration; metrics stay on the device until the segment ends. A
+        # signal ends the segment after the current iteration, so SIGTERM is answered
+        # within about one iteration, not at the next image point.
         rows = []
         for _ in range(length):
             state, m = bound.train_step(state, train_images, keys.step, keys.data)
             rows.append(m)
+            if should_stop():
+                break
         return state, {k: jnp.stack([r[k] for r in rows]) for k in rows[0]}
 
     def media(state, iteration):

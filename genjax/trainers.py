@@ -127,9 +127,12 @@ class EpochTrainer:
         return summary
 
 
-# A segment of iterations [start, start + length): (state, start, length) -> (state, metrics)
-# with every metric an array of `length` values, one per iteration.
-SegmentFn = Callable[[Any, int, int], tuple[Any, Mapping[str, Any]]]
+# A segment of iterations [start, start + length):
+#   (state, start, length, should_stop) -> (state, metrics)
+# with every metric an array of one value per iteration done. A segment that dispatches
+# iteration by iteration polls should_stop() between them and may return early (fewer
+# values); a fused segment runs whole.
+SegmentFn = Callable[[Any, int, int, Callable[[], bool]], tuple[Any, Mapping[str, Any]]]
 
 
 class IterationTrainer:
@@ -176,9 +179,13 @@ class IterationTrainer:
         summary: dict[str, Any] = {}
         with _bar(ctx, self.total_steps, step) as bar:
             for start, length in self.segments(step):
-                state, seg = self.run_segment(state, start, length)
+                state, seg = self.run_segment(
+                    state, start, length, lambda: ctx.stop.signum is not None
+                )
                 seg = jax.device_get(seg)
                 check_finite(seg, "train/", start + 1)
+                # Fewer than `length` when a signal cut the segment short.
+                length = len(next(iter(seg.values())))
                 step = start + length
                 bar.update(length)
                 # Iteration i (1-based) is W&B step i; log every log_interval-th one.

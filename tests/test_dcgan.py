@@ -232,3 +232,50 @@ def test_resumed_gan_run_ends_bitwise_identical(wandb_home, tmp_path):
     resumed = run(tmp_path / "resumed", 6)
     assert resumed["state_sha256"] == straight["state_sha256"]
     assert resumed["train/generator_loss"] == straight["train/generator_loss"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_within_an_image_interval_with_a_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from genjax.checkpoint import Checkpoints
+
+    root = Path(__file__).resolve().parents[1]
+    workdir = tmp_path / "gan"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.dcgan",
+            f"--workdir={workdir}",
+            "--iterations=5000",
+            "--gen_interval=1000",
+            "--batch_size=16",
+            "--wandb_mode=disabled",
+            "--progress=false",
+        ],
+        cwd=root,
+        env={**env, "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Wait until training has started (the W&B-disabled run has created its images folder
+    # and compiled: give it a moment), then send SIGTERM well before the first image point.
+    deadline = time.monotonic() + 240
+    while not (workdir / "images").is_dir():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    stopped_at = int(err.split("stopped at step ")[1].split()[0])
+    assert 0 < stopped_at < 1000  # Not held until the first image point.
+    assert Checkpoints(workdir, read_only=True).latest_step() == stopped_at
