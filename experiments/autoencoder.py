@@ -11,7 +11,6 @@ import functools
 import sys
 
 import jax
-import numpy as np
 
 from genjax import cli, data, images, loop
 from genjax.config import AutoencoderConfig, parse_flags
@@ -34,12 +33,6 @@ FAMILY = loop.Family(
 )
 
 
-def fixed_test_images(dataset: data.Dataset, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same test images for every run and epoch, so that pictures can be compared."""
-    count = min(count, len(dataset.test))
-    return dataset.test.images[:count], dataset.test.labels[:count]
-
-
 def run(config: AutoencoderConfig) -> dict:
     dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
     model = Autoencoder(
@@ -49,9 +42,9 @@ def run(config: AutoencoderConfig) -> dict:
         leaky_slope=config.leaky_slope,
         image_shape=dataset.info.image_shape,
     )
-    shown, _ = fixed_test_images(dataset, config.num_reconstructions)
+    shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
-    latent_images, latent_labels = fixed_test_images(dataset, config.latent_points)
+    latent_images, latent_labels = dataset.fixed_test_examples(config.latent_points)
     latent_x = jax.device_put(data.scale(latent_images, steps.PIXEL_RANGE))
     class_names = dataset.info.class_names
 

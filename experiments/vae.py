@@ -61,13 +61,9 @@ def run(config: VAEConfig) -> dict:
     keys = loop.run_keys(config.seed)
     class_names = dataset.info.class_names
 
-    def fixed(count):
-        count = min(count, len(dataset.test))
-        return dataset.test.images[:count], dataset.test.labels[:count]
-
-    shown, _ = fixed(config.num_reconstructions)
+    shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
-    latent_images, latent_labels = fixed(config.latent_points)
+    latent_images, latent_labels = dataset.fixed_test_examples(config.latent_points)
     latent_x = jax.device_put(data.scale(latent_images, steps.PIXEL_RANGE))
     pairs = min(config.interpolation_pairs, len(shown) // 2)
     grid_z = steps.manifold_grid(20)

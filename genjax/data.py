@@ -84,6 +84,12 @@ class Dataset:
     test: Split
     source: str  # Where the data came from, for the log and summary.json.
 
+    def fixed_test_examples(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first `count` test images and labels: the same for every run and epoch, so
+        that pictures can be compared."""
+        count = min(count, len(self.test))
+        return self.test.images[:count], self.test.labels[:count]
+
 
 def dataset_info(name: str) -> DatasetInfo:
     """The dataset's static description, or a DataError listing the known names."""

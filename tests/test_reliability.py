@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -167,8 +168,6 @@ def _poisoned_family(bad_step: int) -> loop.Family:
         state = state.replace(params=jax.tree.map(lambda p: p + poison, state.params))
         return state, {"loss": metrics["loss"] + poison}
 
-    import jax
-
     return loop.Family("autoencoder", jax.jit(train_step), steps.eval_step, steps.PIXEL_RANGE)
 
 
@@ -190,25 +189,13 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_p
         loop.run(config, _poisoned_family(47), dataset, init_state, trainer)
     checkpoints = Checkpoints(workdir)
     assert checkpoints.latest_step() == 40  # The last good one; nothing saved after it.
-    state, record = checkpoints.restore(init_state(jax_key()))
-    assert all(np.isfinite(np.asarray(p)).all() for p in jax_leaves(state.params))
+    state, record = checkpoints.restore(init_state(jax.random.key(0)))
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
     assert record["step"] == 40
     run = wandb_logging.read_run(wandb_logging.find_run_dirs(workdir)[0])
     assert run["state"] == "failed"
     assert "train/loss is nan at step 47" in run["summary"]["failure"]
     assert not (workdir / "summary.json").exists()
-
-
-def jax_key():
-    import jax
-
-    return jax.random.key(0)
-
-
-def jax_leaves(tree):
-    import jax
-
-    return jax.tree.leaves(tree)
 
 
 def _cli(args, tmp_path, **env):
