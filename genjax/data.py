@@ -286,6 +286,12 @@ def load_dataset(name: str, data_dir: str = "", source: str = "auto") -> Dataset
     info = dataset_info(name)
     if source not in ("auto", "tfds", "idx"):
         raise DataError(f"unknown data source {source!r}; use auto, tfds or idx")
+    if data_dir and source != "tfds" and not Path(data_dir).is_dir():
+        # Otherwise a mistyped folder would silently fall back to the system's copy.
+        raise DataError(
+            f"--data_dir={data_dir}: no such folder; fix the path or leave --data_dir out "
+            "(a folder for a tfds download is created with --data_source=tfds)"
+        )
     if source == "idx":
         folders = idx_folders(info, data_dir)
         for folder in folders:

@@ -82,6 +82,12 @@ def test_image_and_label_counts_must_agree(idx_folder):
         _load(idx_folder)
 
 
+@pytest.mark.parametrize("source", ["auto", "idx"])
+def test_a_missing_data_dir_is_an_error_not_a_fallback(tmp_path, source):
+    with pytest.raises(data.DataError, match="no such folder"):
+        data.load_dataset("fashion_mnist", data_dir=str(tmp_path / "typo"), source=source)
+
+
 def test_unknown_dataset_name():
     with pytest.raises(data.DataError, match="unknown dataset 'cifar11'.*fashion_mnist, mnist"):
         data.load_dataset("cifar11")
@@ -111,7 +117,7 @@ def test_no_network_fails_fast_and_says_what_was_tried(tmp_path, monkeypatch):
     monkeypatch.delenv("no_proxy", raising=False)
     start = time.monotonic()
     with pytest.raises(data.DataError) as excinfo:
-        data.load_dataset("mnist", data_dir=str(tmp_path / "empty"))
+        data.load_dataset("mnist", data_dir=str(tmp_path))
     elapsed = time.monotonic() - start
     message = str(excinfo.value)
     assert "Tried, in order" in message
