@@ -30,18 +30,26 @@ FAMILY = loop.Family(
         "latent_activation",
         "leaky_slope",
     ),
+    vector_fields=("seed", "learning_rate"),
 )
 
 
-def run(config: AutoencoderConfig) -> dict:
-    dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
-    model = Autoencoder(
+def load_data(config: AutoencoderConfig) -> data.Dataset:
+    return data.load_dataset(config.dataset, config.data_dir, config.data_source)
+
+
+def build_model(config: AutoencoderConfig, image_shape) -> Autoencoder:
+    return Autoencoder(
         latent_dim=config.latent_dim,
         hidden_dim=config.hidden_dim,
         latent_activation=config.latent_activation,
         leaky_slope=config.leaky_slope,
-        image_shape=dataset.info.image_shape,
+        image_shape=image_shape,
     )
+
+
+def trial(config: AutoencoderConfig, dataset: data.Dataset, early_stop=None) -> loop.Trial:
+    model = build_model(config, dataset.info.image_shape)
     shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
     latent_images, latent_labels = dataset.fixed_test_examples(config.latent_points)
@@ -60,7 +68,29 @@ def run(config: AutoencoderConfig) -> dict:
         }
 
     init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    return loop.run(config, FAMILY, dataset, init_state, EpochTrainer(config, dataset, media))
+    return loop.Trial(config, init_state, media, early_stop=early_stop)
+
+
+def comparison(config: AutoencoderConfig, state, dataset: data.Dataset):
+    """The fixed test images and this run's reconstructions of them (uint8)."""
+    shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
+    recon = steps.reconstruct(state, jax.device_put(data.scale(shown, steps.PIXEL_RANGE)))
+    return shown, images.to_uint8(jax.device_get(recon))
+
+
+EXPERIMENT = loop.Experiment(
+    "autoencoder",
+    AutoencoderConfig,
+    load_data,
+    lambda config: FAMILY,
+    trial,
+    EpochTrainer,
+    comparison,
+)
+
+
+def run(config: AutoencoderConfig) -> dict:
+    return EXPERIMENT.run(config)
 
 
 def main(argv: list[str] | None = None) -> int:

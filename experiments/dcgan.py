@@ -42,17 +42,29 @@ def report_line(iteration: int, m) -> str:
     )
 
 
-def run(config: DCGANConfig) -> dict:
+def load_data(config: DCGANConfig) -> data.Dataset:
     dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
     loop.steps_per_epoch(config, len(dataset.train))  # A batch larger than the data: refuse.
+    return dataset
+
+
+def family(config: DCGANConfig) -> loop.Family:
     bound = steps.GANSteps(config.latent_dim, config.batch_size, config.sampling)
-    family = loop.Family("dcgan", bound.train_step, None, steps.PIXEL_RANGE, IDENTITY_FIELDS)
+    return loop.Family("dcgan", bound.train_step, None, steps.PIXEL_RANGE, IDENTITY_FIELDS)
+
+
+def fixed_noise(config: DCGANConfig) -> jax.Array:
+    """The noise of the generated-image grids: the same every time, from the run's seed."""
+    return jax.random.normal(loop.run_keys(config.seed).sample, (GRID * GRID, config.latent_dim))
+
+
+def trainer(config: DCGANConfig, dataset: data.Dataset) -> IterationTrainer:
+    bound = steps.GANSteps(config.latent_dim, config.batch_size, config.sampling)
     keys = loop.run_keys(config.seed)
     fuse = config.fuse
     if fuse == "auto":
         fuse = "loop" if jax.default_backend() == "cpu" else "scan"
     train_images = data.to_device(dataset.train).images
-    fixed_noise = jax.random.normal(keys.sample, (GRID * GRID, config.latent_dim))
 
     def run_segment(state, start, length, should_stop):
         if fuse == "scan":
@@ -68,22 +80,24 @@ def run(config: DCGANConfig) -> dict:
                 break
         return state, {k: jnp.stack([r[k] for r in rows]) for k in rows[0]}
 
-    def media(state, iteration):
-        generated = images.to_uint8(
-            jax.device_get(steps.generate(state, fixed_noise)), steps.PIXEL_RANGE
-        )
-        caption = f"iteration {iteration}: the same 25 noise vectors every time"
-        return {"images": {"generated_images": (images.grid(generated, GRID, GRID), caption)}}
-
-    trainer = IterationTrainer(
+    return IterationTrainer(
         config.iterations,
         config.gen_interval,
         config.log_interval,
         run_segment,
-        media,
         report_line,
         config.checkpoint_interval,
     )
+
+
+def trial(config: DCGANConfig, dataset: data.Dataset, early_stop=None) -> loop.Trial:
+    noise = fixed_noise(config)
+
+    def media(state, iteration):
+        generated = images.to_uint8(jax.device_get(steps.generate(state, noise)), steps.PIXEL_RANGE)
+        caption = f"iteration {iteration}: the same 25 noise vectors every time"
+        return {"images": {"generated_images": (images.grid(generated, GRID, GRID), caption)}}
+
     image_shape = dataset.info.image_shape
     init_state = functools.partial(
         steps.create_state,
@@ -92,7 +106,20 @@ def run(config: DCGANConfig) -> dict:
         config.learning_rate,
         config.beta1,
     )
-    return loop.run(config, family, dataset, init_state, trainer)
+    return loop.Trial(config, init_state, media, early_stop=early_stop)
+
+
+def comparison(config: DCGANConfig, state, dataset: data.Dataset):
+    """Generated images from the run's fixed noise (no originals to show)."""
+    generated = jax.device_get(steps.generate(state, fixed_noise(config)))
+    return None, images.to_uint8(generated, steps.PIXEL_RANGE)
+
+
+EXPERIMENT = loop.Experiment("dcgan", DCGANConfig, load_data, family, trial, trainer, comparison)
+
+
+def run(config: DCGANConfig) -> dict:
+    return EXPERIMENT.run(config)
 
 
 def main(argv: list[str] | None = None) -> int:

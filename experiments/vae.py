@@ -32,8 +32,15 @@ IDENTITY_FIELDS = (
 
 
 def family(config: VAEConfig) -> loop.Family:
-    bound = steps.VAESteps(config.likelihood, config.beta, config.binarize == "dynamic")
-    return loop.Family("vae", bound.train_step, bound.eval_step, steps.PIXEL_RANGE, IDENTITY_FIELDS)
+    bound = steps.VAESteps(config.likelihood, config.binarize == "dynamic")
+    return loop.Family(
+        "vae",
+        bound.train_step,
+        bound.eval_step,
+        steps.PIXEL_RANGE,
+        IDENTITY_FIELDS,
+        vector_fields=("seed", "learning_rate", "beta"),
+    )
 
 
 def build_model(config: VAEConfig, image_shape=(28, 28, 1)) -> VAE:
@@ -55,8 +62,7 @@ def prepare_data(config: VAEConfig) -> data.Dataset:
     )
 
 
-def run(config: VAEConfig) -> dict:
-    dataset = prepare_data(config)
+def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Trial:
     model = build_model(config, dataset.info.image_shape)
     keys = loop.run_keys(config.seed)
     class_names = dataset.info.class_names
@@ -124,9 +130,24 @@ def run(config: VAEConfig) -> dict:
                 "eval/iwae_examples": n,
             }
 
-    init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    trainer = EpochTrainer(config, dataset, media, final_metrics)
-    return loop.run(config, family(config), dataset, init_state, trainer)
+    init_state = functools.partial(steps.create_state, model, config.learning_rate, config.beta)
+    return loop.Trial(config, init_state, media, final_metrics, early_stop)
+
+
+def comparison(config: VAEConfig, state, dataset: data.Dataset):
+    """The fixed test images and the decodings of their z_mean (uint8)."""
+    shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
+    recon = steps.reconstruct(state, jax.device_put(data.scale(shown, steps.PIXEL_RANGE)))
+    return shown, images.to_uint8(jax.device_get(recon))
+
+
+EXPERIMENT = loop.Experiment(
+    "vae", VAEConfig, prepare_data, family, trial, EpochTrainer, comparison
+)
+
+
+def run(config: VAEConfig) -> dict:
+    return EXPERIMENT.run(config)
 
 
 def main(argv: list[str] | None = None) -> int:

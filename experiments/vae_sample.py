@@ -58,7 +58,9 @@ def sample(config: SampleConfig) -> Path:
         known = {f.name for f in dataclasses.fields(VAEConfig)}
         vae_config = VAEConfig(**{k: v for k, v in record["config"].items() if k in known})
         model = build_model(vae_config, dataset_info(vae_config.dataset).image_shape)
-        init = functools.partial(steps.create_state, model, vae_config.learning_rate)
+        init = functools.partial(
+            steps.create_state, model, vae_config.learning_rate, vae_config.beta
+        )
         state, _ = checkpoints.restore(init(jax.random.key(0)))
     finally:
         checkpoints.close()

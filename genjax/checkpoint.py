@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from genjax.config import ConfigError
 
@@ -31,7 +32,10 @@ class Checkpoints:
         must not clean up the trainer's in-progress (temporary) checkpoint folder."""
         self.directory = Path(workdir) / "checkpoints"
         if read_only:
-            options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+            # save_interval_steps=0: orbax warns that it sets it so for a read-only manager.
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, create=False, save_interval_steps=0
+            )
         else:
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
@@ -42,7 +46,13 @@ class Checkpoints:
                 # Half-written folders of a killed process are never picked up; remove them.
                 cleanup_tmp_directories=True,
             )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        verbosity = absl_logging.get_verbosity()
+        if read_only:  # orbax logs a warning that a read-only manager is read-only.
+            absl_logging.set_verbosity(absl_logging.ERROR)
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        finally:
+            absl_logging.set_verbosity(verbosity)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -41,6 +41,7 @@ class BaseConfig:
     wandb_project: str = "genjax"
     wandb_entity: str = ""
     wandb_name: str = ""
+    wandb_group: str = ""  # W&B's run group (a sweep puts its trials in one).
     # Seconds an online W&B start may take before the run falls back to offline logging.
     wandb_init_timeout: float = 20.0
     progress: bool = True

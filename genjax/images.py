@@ -73,29 +73,62 @@ def latent_xy(z: np.ndarray) -> tuple[np.ndarray, str]:
     return xy, f"latent space, PCA of {z.shape[1]}-D codes ({explained:.0%} of variance)"
 
 
-def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> np.ndarray:
-    """A scatter of xy coloured by class, rendered to an RGB uint8 array with matplotlib."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # No display; render to memory.
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _render(fig, **savefig) -> np.ndarray:
+    """A matplotlib figure as an RGB uint8 array; the figure is closed."""
     from PIL import Image
 
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
     try:
-        cmap = plt.get_cmap("tab10")
-        for k, name in enumerate(class_names):
-            sel = labels == k
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=cmap(k % 10), label=name, alpha=0.7)
-        ax.set_title(title)
-        ax.legend(markerscale=4, fontsize=8, loc="best")
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png")
+        fig.savefig(buf, format="png", **savefig)
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> np.ndarray:
+    """A scatter of xy coloured by class, rendered to an RGB uint8 array with matplotlib."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    cmap = plt.get_cmap("tab10")
+    for k, name in enumerate(class_names):
+        sel = labels == k
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=cmap(k % 10), label=name, alpha=0.7)
+    ax.set_title(title)
+    ax.legend(markerscale=4, fontsize=8, loc="best")
+    return _render(fig)
+
+
+def labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -> np.ndarray:
+    """Rows of images ([K, H, W, C] uint8 each), one label per row, as one RGB picture."""
+    cols = max(len(r) for r in rows)
+    h, w = rows[0].shape[1:3]
+    padded = []
+    for r in rows:
+        block = np.full((cols, *rows[0].shape[1:]), 255, np.uint8)
+        block[: len(r)] = r
+        padded.append(block)
+    picture = grid(np.concatenate(padded), len(rows), cols)
+    plt = _pyplot()
+    scale = 0.04  # Inches per pixel: 28-pixel images come out about 1.1 inch tall.
+    fig, ax = plt.subplots(
+        figsize=(picture.shape[1] * scale, 0.6 + picture.shape[0] * scale), dpi=100
+    )
+    ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
+    ax.set_yticks([2 + i * (h + 2) + h / 2 for i in range(len(rows))], labels=list(labels))
+    ax.set_xticks([])
+    ax.set_title(title)
+    return _render(fig, bbox_inches="tight")  # Grows the canvas to fit long row labels.
 
 
 def save_png(image: np.ndarray, path) -> None:

@@ -20,9 +20,10 @@ import jax
 import numpy as np
 
 from genjax import data, images
-from genjax.checkpoint import Checkpoints, check_compatible
+from genjax.checkpoint import CheckpointError, Checkpoints, check_compatible
 from genjax.config import BaseConfig, ConfigError
-from genjax.wandb_logging import Run
+from genjax.steps import state as state_lib
+from genjax.wandb_logging import Run, agent_run
 
 # Pictures at a log point: {"images": {key: array or (array, caption)}, "scatters": {...}}.
 MediaFn = Callable[[Any, int], Mapping[str, Mapping[str, Any]]]
@@ -70,6 +71,9 @@ class Family:
     pixel_range: tuple[float, float]
     # Config fields that define the run (the base ones and the model's shape).
     identity_fields: tuple[str, ...] = BASE_IDENTITY_FIELDS
+    # Fields held in the state as arrays (learning rate, KL weight) or that only choose random
+    # keys (seed): trials that differ in nothing else train together under vmap.
+    vector_fields: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +95,14 @@ def run_keys(seed: int) -> RunKeys:
 
 
 def workdir_for(config: BaseConfig, experiment: str) -> Path:
-    return Path(config.workdir or os.path.join("runs", experiment)).resolve()
+    """--workdir, else runs/<experiment>; a `wandb agent` trial gets its own folder, so the
+    trials of a sweep never share (and refuse) each other's checkpoints."""
+    if config.workdir:
+        return Path(config.workdir).resolve()
+    agent = agent_run()
+    if agent is not None:
+        return Path("runs", "sweeps", *agent).resolve()
+    return Path("runs", experiment).resolve()
 
 
 def check_workdir(workdir: Path, min_free_mb: int) -> None:
@@ -174,18 +185,42 @@ def check_finite(metrics: Mapping[str, np.ndarray], prefix: str, first_step: int
 
 
 class Trainer(Protocol):
-    """A host loop: how many steps make the run, and how to run them from a restored state."""
+    """A host loop: how many steps make the run, and how to run them from a restored state.
+
+    `ctxs` holds one RunContext per trial; with `vectorized`, `state` is the trials' states
+    stacked on a leading axis and trained together under vmap. A trainer returns each
+    trial's summary ({"failure": ...} for a trial that stopped on a NaN).
+    """
 
     total_steps: int
 
-    def __call__(self, ctx: RunContext, state: Any) -> dict[str, Any]: ...
+    def __call__(
+        self, ctxs: list[RunContext], state: Any, vectorized: bool
+    ) -> list[dict[str, Any]]: ...
+
+
+# Called with every logged row of scalars: (step, metrics) -> True to end the run early
+# (a sweep's early termination). The run then ends at its next checkpoint point.
+EarlyStopFn = Callable[[int, Mapping[str, float]], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One run's own parts: its config, how to build its initial state, and its pictures."""
+
+    config: BaseConfig
+    init_state: Callable[[jax.Array], Any]
+    media: MediaFn
+    final_metrics: FinalMetricsFn | None = None
+    early_stop: EarlyStopFn | None = None
 
 
 @dataclasses.dataclass
 class RunContext:
-    """Everything a trainer needs besides the state; its helpers keep the rules in one place."""
+    """Everything a trainer needs about one run besides the state; its helpers keep the
+    rules in one place."""
 
-    config: BaseConfig
+    trial: Trial
     family: Family
     dataset: data.Dataset
     keys: RunKeys
@@ -194,6 +229,12 @@ class RunContext:
     checkpoints: Checkpoints
     record: dict[str, Any]  # The restored checkpoint's record ({} for a new run).
     stop: _SignalFlag
+    failure: str = ""  # Set when this trial stopped on its own (a NaN) while others go on.
+    stopped_early: bool = False  # Set when early_stop asked this run to end.
+
+    @property
+    def config(self) -> BaseConfig:
+        return self.trial.config
 
     @property
     def image_dir(self) -> Path:
@@ -224,7 +265,10 @@ class RunContext:
         metrics: Mapping[str, Any],
         pictures: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """One W&B step; pictures also go to WORKDIR/images/KEY.png (the latest of each)."""
+        """One W&B step; pictures also go to WORKDIR/images/KEY.png (the latest of each).
+
+        The row is also shown to the trial's early_stop, which may end the run early.
+        """
         pictures = pictures or {}
         for key, array in pictures.get("images", {}).items():
             array = array[0] if isinstance(array, tuple) else array
@@ -233,8 +277,17 @@ class RunContext:
             step, metrics, images=pictures.get("images"), scatters=pictures.get("scatters")
         )
 
+    def ask_early_stop(self, step: int, metrics: Mapping[str, Any]) -> bool:
+        """Shows a logged row to the trial's early_stop; remembers a request to stop."""
+        if self.trial.early_stop is not None and not self.stopped_early:
+            scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+            self.stopped_early = bool(self.trial.early_stop(step, scalars))
+        return self.stopped_early
+
     def write_summary(self, metrics: Mapping[str, Any], state: Any) -> dict[str, Any]:
         """summary.json: final metrics under their W&B names, config, where the run is."""
+        if self.stopped_early:
+            metrics = {**metrics, "early_terminated": True}
         summary = {
             **metrics,
             "state_sha256": tree_digest(state),
@@ -248,64 +301,246 @@ class RunContext:
         (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
+    def fail(self, error: BaseException) -> None:
+        """Ends this trial alone (vectorized trials: the others go on); its W&B run fails."""
+        self.failure = f"{type(error).__name__}: {error}"
+        print(f"{self.workdir}: {error}", file=sys.stderr)
+        self.wandb_run.summary({"failure": self.failure})
+        self.wandb_run.finish(exit_code=1)
 
-def run(
-    config: BaseConfig,
-    family: Family,
-    dataset: data.Dataset,
-    init_state: Callable[[jax.Array], Any],
-    trainer: Trainer,
-) -> dict[str, Any]:
-    """Trains (or resumes) a run in its workdir; returns the summary written to summary.json."""
+
+@dataclasses.dataclass
+class _Opened:
+    """A trial's workdir, checkpoints and restored (or fresh) state, before W&B starts."""
+
+    trial: Trial
+    workdir: Path
+    checkpoints: Checkpoints
+    record: dict[str, Any]
+    keys: RunKeys
+    state: Any
+    template: Any  # A fresh state: the structure a restore reads into.
+
+
+def _open(trial: Trial, family: Family) -> _Opened:
+    """Checks the workdir, refuses an incompatible checkpoint, restores the latest one."""
+    config = trial.config
     workdir = workdir_for(config, family.name)
     check_workdir(workdir, config.min_free_disk_mb)
     checkpoints = Checkpoints(workdir, config.max_to_keep)
-    record = checkpoints.read_record()
-    if record is not None:
-        check_compatible(record, family.name, config.to_dict(), family.identity_fields, workdir)
-
-    keys = run_keys(config.seed)
-    state = init_state(keys.init)
-    if record is not None:
-        state, record = checkpoints.restore(state)
-        print(f"resuming {workdir} from step {int(state.step)}", file=sys.stderr)
-    if int(state.step) >= trainer.total_steps:
-        summary_path = workdir / "summary.json"
-        print(f"{workdir} is already complete at step {int(state.step)}: {summary_path}")
-        checkpoints.close()
-        return json.loads(summary_path.read_text()) if summary_path.exists() else {}
-
-    wandb_run = Run(
-        directory=workdir,
-        config={**config.to_dict(), "experiment": family.name, "data_source": dataset.source},
-        mode=config.wandb_mode,
-        project=config.wandb_project,
-        entity=config.wandb_entity,
-        name=config.wandb_name,
-        job_type=family.name,
-        init_timeout=config.wandb_init_timeout,
-        run_id=(record or {}).get("wandb_run_id", ""),
-    )
     try:
-        with _SignalFlag() as stop:
-            ctx = RunContext(
-                config, family, dataset, keys, wandb_run, workdir, checkpoints, record or {}, stop
+        record = checkpoints.read_record()
+        if record is not None:
+            check_compatible(record, family.name, config.to_dict(), family.identity_fields, workdir)
+        keys = run_keys(config.seed)
+        template = state = trial.init_state(keys.init)
+        if record is not None:
+            state, record = checkpoints.restore(template)
+            print(f"resuming {workdir} from step {int(state.step)}", file=sys.stderr)
+    except BaseException:
+        checkpoints.close()
+        raise
+    return _Opened(trial, workdir, checkpoints, record or {}, keys, state, template)
+
+
+def _already_complete(opened: _Opened) -> dict[str, Any]:
+    summary_path = opened.workdir / "summary.json"
+    print(f"{opened.workdir} is already complete at step {int(opened.state.step)}: {summary_path}")
+    opened.checkpoints.close()
+    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+
+def run(trial: Trial, family: Family, dataset: data.Dataset, trainer: Trainer) -> dict[str, Any]:
+    """Trains (or resumes) a run in its workdir; returns the summary written to summary.json."""
+    summary = run_vectorized([trial], family, dataset, trainer, vectorized=False)[0]
+    if "failure" in summary:  # Only vectorized trials fail alone; one run raises instead.
+        raise TrainingStopped(summary["failure"])
+    return summary
+
+
+def run_vectorized(
+    trials: list[Trial],
+    family: Family,
+    dataset: data.Dataset,
+    trainer: Trainer,
+    vectorized: bool = True,
+) -> list[dict[str, Any]]:
+    """Trains trials that differ only in family.vector_fields as one vmapped program.
+
+    Each trial keeps its own workdir, checkpoints, W&B run and summary.json, exactly as if it
+    had run alone; trials already complete are skipped. Returns the summaries in order.
+    """
+    if not vectorized and len(trials) != 1:
+        raise ValueError("only vectorized runs hold more than one trial")
+    summaries: list[dict[str, Any] | None] = [None] * len(trials)
+    opened: list[_Opened] = []
+    try:
+        for i, trial in enumerate(trials):
+            o = _open(trial, family)
+            if int(o.state.step) >= trainer.total_steps:
+                summaries[i] = _already_complete(o)
+            else:
+                opened.append(o)
+        if not opened:
+            return summaries
+        _align_steps(opened)
+    except BaseException:
+        for o in opened:
+            o.checkpoints.close()
+        raise
+
+    wandb_runs: list[Run] = []
+    try:
+        for o in opened:
+            config = o.trial.config
+            wandb_runs.append(
+                Run(
+                    directory=o.workdir,
+                    config={
+                        **config.to_dict(),
+                        "experiment": family.name,
+                        "data_source": dataset.source,
+                    },
+                    mode=config.wandb_mode,
+                    project=config.wandb_project,
+                    entity=config.wandb_entity,
+                    name=config.wandb_name,
+                    group=config.wandb_group,
+                    job_type=family.name,
+                    init_timeout=config.wandb_init_timeout,
+                    run_id=o.record.get("wandb_run_id", ""),
+                )
             )
-            ctx.image_dir.mkdir(parents=True, exist_ok=True)
-            summary = trainer(ctx, state)
+        with _SignalFlag() as stop:
+            ctxs = [
+                RunContext(
+                    o.trial, family, dataset, o.keys, w, o.workdir, o.checkpoints, o.record, stop
+                )
+                for o, w in zip(opened, wandb_runs, strict=True)
+            ]
+            for ctx in ctxs:
+                ctx.image_dir.mkdir(parents=True, exist_ok=True)
+            if vectorized:
+                state = state_lib.stack([o.state for o in opened])
+            else:
+                state = opened[0].state
+            results = trainer(ctxs, state, vectorized)
     except Interrupted as e:
-        wandb_run.mark_preempting()
-        wandb_run.finish(exit_code=e.exit_code)
+        for w in wandb_runs:
+            w.mark_preempting()
+            w.finish(exit_code=e.exit_code)
         raise
     except BaseException as e:
-        wandb_run.summary({"failure": f"{type(e).__name__}: {e}"})
-        wandb_run.finish(exit_code=1)
+        for w in wandb_runs:
+            w.summary({"failure": f"{type(e).__name__}: {e}"})
+            w.finish(exit_code=1)
         raise
     finally:
-        checkpoints.close()
-    wandb_run.finish()
-    print(final_message(summary, workdir))
-    return summary
+        for o in opened:
+            o.checkpoints.close()
+    for ctx, result in zip(ctxs, results, strict=True):
+        if not ctx.failure:  # A failed trial's run was finished when it failed.
+            ctx.wandb_run.finish()
+            print(final_message(result, ctx.workdir))
+    it = iter(results)
+    return [s if s is not None else next(it) for s in summaries]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """An experiment as the runners (its command line, a sweep, an evaluation) see it."""
+
+    name: str
+    config_cls: type
+    load_data: Callable[[Any], data.Dataset]
+    family: Callable[[Any], Family]
+    trial: Callable[[Any, data.Dataset, EarlyStopFn | None], Trial]
+    trainer: Callable[[Any, data.Dataset], Trainer]
+    # For a sweep's side-by-side picture: (config, state, dataset) -> uint8 [K, H, W, C]
+    # outputs, each under the K originals it shows (None: no originals, e.g. generated).
+    comparison: Callable[[Any, Any, data.Dataset], tuple[np.ndarray | None, np.ndarray]]
+
+    def run(self, config, early_stop: EarlyStopFn | None = None) -> dict[str, Any]:
+        dataset = self.load_data(config)
+        trial = self.trial(config, dataset, early_stop)
+        return run(trial, self.family(config), dataset, self.trainer(config, dataset))
+
+    def run_vectorized(
+        self, configs: list[Any], early_stops: list[EarlyStopFn | None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Trials that differ only in their family's vector_fields (checked: ConfigError)."""
+        check_vectorizable(configs, self.family(configs[0]))
+        dataset = self.load_data(configs[0])
+        early_stops = early_stops or [None] * len(configs)
+        trials = [self.trial(c, dataset, e) for c, e in zip(configs, early_stops, strict=True)]
+        family, trainer = self.family(configs[0]), self.trainer(configs[0], dataset)
+        return run_vectorized(trials, family, dataset, trainer)
+
+    def restore(self, workdir: str | os.PathLike) -> tuple[Any, Any, data.Dataset]:
+        """(config, state, dataset) of a run's latest checkpoint, without training.
+
+        Safe beside a live trainer: the checkpoints are opened read-only.
+        """
+        workdir = Path(workdir)
+        checkpoints = Checkpoints(workdir, read_only=True)
+        try:
+            record = checkpoints.read_record()
+            if record is None:
+                raise ConfigError(f"{workdir} holds no complete checkpoint; train it first")
+            if record.get("experiment") != self.name:
+                raise ConfigError(
+                    f"{workdir} holds a {record.get('experiment')!r} run, not {self.name!r}"
+                )
+            known = {f.name for f in dataclasses.fields(self.config_cls)}
+            config = self.config_cls(**{k: v for k, v in record["config"].items() if k in known})
+            dataset = self.load_data(config)
+            template = self.trial(config, dataset, None).init_state(run_keys(config.seed).init)
+            state, _ = checkpoints.restore(template)
+        finally:
+            checkpoints.close()
+        return config, state, dataset
+
+
+# Fields that never change what is computed: where results go, how W&B names them.
+PER_TRIAL_FIELDS = ("workdir", "wandb_name", "wandb_group", "progress")
+
+
+def check_vectorizable(configs: list[BaseConfig], family: Family) -> None:
+    """Refuses trials that differ in a field that changes the compiled program or the loop."""
+    allowed = set(family.vector_fields) | set(PER_TRIAL_FIELDS)
+    first = configs[0].to_dict()
+    differ = sorted(
+        {k for c in configs[1:] for k, v in c.to_dict().items() if v != first[k]} - allowed
+    )
+    if differ:
+        can = (
+            f"can vectorize only over {', '.join(family.vector_fields)}"
+            if family.vector_fields
+            else "does not vectorize"
+        )
+        raise ConfigError(
+            f"--vectorize: the trials differ in {', '.join(differ)}, which changes array "
+            f"shapes or the training loop; a {family.name} run {can}. "
+            "Run the sweep without --vectorize"
+        )
+
+
+def _align_steps(opened: list[_Opened]) -> None:
+    """Vectorized trials resume from one step: the earliest that all of them saved.
+
+    Trials checkpoint one after another, so a kill between two saves leaves them one
+    checkpoint apart; the trials ahead go back to the common step (kept: max_to_keep >= 2).
+    """
+    step = min(int(o.state.step) for o in opened)
+    for o in opened:
+        if int(o.state.step) == step:
+            continue
+        if step not in o.checkpoints.all_steps():
+            raise CheckpointError(
+                f"{o.workdir} has no checkpoint of step {step}, where the other vectorized "
+                "trials resume; run the trials without --vectorize to finish them"
+            )
+        o.state, o.record = o.checkpoints.restore(o.template, step)
 
 
 def _interrupted(signum: int, step: int, checkpoints: Checkpoints) -> Interrupted:

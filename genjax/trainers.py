@@ -13,8 +13,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genjax import data
-from genjax.loop import FinalMetricsFn, MediaFn, RunContext, check_finite, steps_per_epoch
+from genjax.loop import NonFiniteError, RunContext, check_finite, steps_per_epoch
 from genjax.steps import fused
+from genjax.steps import state as state_lib
 
 
 def _bar(ctx: RunContext, total: int, initial: int) -> tqdm:
@@ -33,33 +34,30 @@ class EpochTrainer:
 
     Checkpoints at every epoch end and at the first dispatch end after each
     checkpoint_interval steps; the epoch's running metric sums travel in the record, so a
-    resumed epoch reports the same mean as an uninterrupted one.
+    resumed epoch reports the same mean as an uninterrupted one. Vectorized trials share
+    every dispatch; each keeps its own metrics, pictures, W&B run and checkpoints.
     """
 
-    def __init__(
-        self,
-        config,
-        dataset: data.Dataset,
-        media: MediaFn,
-        final_metrics: FinalMetricsFn | None = None,
-    ):
+    def __init__(self, config, dataset: data.Dataset):
         self.config = config
         self.per_epoch = steps_per_epoch(config, len(dataset.train))  # Checks the batch size.
         self.total_steps = config.epochs * self.per_epoch
-        self.media = media
-        self.final_metrics = final_metrics
 
-    def __call__(self, ctx: RunContext, state: Any) -> dict[str, Any]:
-        config, family, keys, per_epoch = ctx.config, ctx.family, ctx.keys, self.per_epoch
-        train_split = data.to_device(ctx.dataset.train)
-        test_split = data.to_device(ctx.dataset.test)
-        step = int(state.step)
+    def __call__(
+        self, ctxs: list[RunContext], state: Any, vectorized: bool
+    ) -> list[dict[str, Any]]:
+        config, family, per_epoch = self.config, ctxs[0].family, self.per_epoch
+        train_split = data.to_device(ctxs[0].dataset.train)
+        test_split = data.to_device(ctxs[0].dataset.test)
+        keys = _keys(ctxs, vectorized)
+        step = int(jnp.ravel(state.step)[0])  # Vectorized trials share their step.
         start_epoch, start_in_epoch = divmod(step, per_epoch)
-        # Running sums of the epoch's per-step training metrics: float64 on the host, summed
-        # dispatch by dispatch, and checkpointed.
-        sums: dict[str, float] = dict(ctx.record.get("train_sums", {})) if start_in_epoch else {}
-        summary: dict[str, Any] = {}
-        with _bar(ctx, self.total_steps, step) as bar:
+        # Running sums of each epoch's per-step training metrics, per trial: float64 on the
+        # host, summed dispatch by dispatch, and checkpointed.
+        sums = [dict(c.record.get("train_sums", {})) if start_in_epoch else {} for c in ctxs]
+        summaries: list[dict[str, Any]] = [{} for _ in ctxs]
+        ended = [False] * len(ctxs)  # Failed, or stopped early, while others go on.
+        with _bar(ctxs[0], self.total_steps, step) as bar:
             for epoch in range(start_epoch, config.epochs):
                 bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
                 for start, length in fused.chunks(per_epoch, config.steps_per_dispatch):
@@ -71,60 +69,118 @@ class EpochTrainer:
                         state,
                         train_split.images,
                         train_split.labels,
-                        keys.step,
-                        keys.data,
+                        keys["step"],
+                        keys["data"],
                         jnp.int32(epoch),
                         jnp.int32(start),
                         train_step=family.train_step,
                         num_steps=length,
                         batch_size=config.batch_size,
                         pixel_range=family.pixel_range,
+                        vectorized=vectorized,
                     )
-                    chunk = jax.device_get(chunk)
-                    check_finite(chunk, "train/", step + 1)
-                    for k, v in chunk.items():
-                        sums[k] = sums.get(k, 0.0) + float(np.sum(v, dtype=np.float64))
+                    chunk = _per_trial(jax.device_get(chunk), len(ctxs), vectorized)
+                    for i, metrics in enumerate(chunk):
+                        if not ended[i] and _finite(ctxs, i, metrics, "train/", step + 1):
+                            for k, v in metrics.items():
+                                sums[i][k] = sums[i].get(k, 0.0) + float(
+                                    np.sum(v, dtype=np.float64)
+                                )
+                        ended[i] = ended[i] or bool(ctxs[i].failure)
+                    if all(ended):
+                        return _results(ctxs, summaries)
                     previous, step = step, step + length
                     bar.update(length)
                     if step % per_epoch == 0:
                         continue  # The epoch's end checkpoints below, after evaluation.
                     interval = config.checkpoint_interval
                     crossed = interval and step // interval > previous // interval
-                    if crossed or ctx.stop.signum is not None:
-                        ctx.save(step, state, train_sums=sums)
-                        ctx.stop_if_signalled(step)
+                    if crossed or ctxs[0].stop.signum is not None:
+                        for i, ctx in enumerate(ctxs):
+                            if not ended[i]:
+                                trial_state = _trial_state(state, i, vectorized)
+                                ctx.save(step, trial_state, train_sums=sums[i])
+                        ctxs[0].stop_if_signalled(step)
 
-                metrics = {f"train/{k}": v / per_epoch for k, v in sums.items()}
-                sums = {}
-                val = jax.device_get(
-                    fused.evaluate(
-                        state,
-                        test_split.images,
-                        test_split.labels,
-                        keys.eval,
-                        eval_step=family.eval_step,
-                        batch_size=min(config.eval_batch_size, len(test_split)),
-                        pixel_range=family.pixel_range,
-                    )
+                val = fused.evaluate(
+                    state,
+                    test_split.images,
+                    test_split.labels,
+                    keys["eval"],
+                    eval_step=family.eval_step,
+                    batch_size=min(config.eval_batch_size, len(test_split)),
+                    pixel_range=family.pixel_range,
+                    vectorized=vectorized,
                 )
-                check_finite(val, "val/", step)
-                metrics |= {f"val/{k}": float(v) for k, v in val.items()}
-                metrics |= {"epoch": epoch + 1, "step": step}
-                last = epoch + 1 == config.epochs
-                if last and self.final_metrics is not None:
-                    # Logged with the last epoch, so they share its W&B step.
-                    metrics |= {k: float(v) for k, v in self.final_metrics(state).items()}
-                    check_finite({k: v for k, v in metrics.items() if "/" in k}, "", step)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
-                ctx.log(epoch + 1, metrics, self.media(state, epoch + 1))
-                if last:
-                    # Written before the final checkpoint: a process killed between the two
-                    # redoes the last epoch (identically) and writes it again.
-                    summary = ctx.write_summary(metrics, state)
-                ctx.save(step, state, train_sums={})
-                if not last:
-                    ctx.stop_if_signalled(step)
-        return summary
+                val = _per_trial(jax.device_get(val), len(ctxs), vectorized)
+                for i, ctx in enumerate(ctxs):
+                    if ended[i] or not _finite(ctxs, i, val[i], "val/", step):
+                        ended[i] = True
+                        continue
+                    metrics = {f"train/{k}": v / per_epoch for k, v in sums[i].items()}
+                    metrics |= {f"val/{k}": float(v) for k, v in val[i].items()}
+                    metrics |= {"epoch": epoch + 1, "step": step}
+                    trial_state = _trial_state(state, i, vectorized)
+                    last = epoch + 1 == config.epochs or ctx.ask_early_stop(epoch + 1, metrics)
+                    final_metrics = ctx.trial.final_metrics
+                    if last and final_metrics is not None and not ctx.stopped_early:
+                        # Logged with the last epoch, so they share its W&B step.
+                        metrics |= {k: float(v) for k, v in final_metrics(trial_state).items()}
+                        scalars = {k: v for k, v in metrics.items() if "/" in k}
+                        if not _finite(ctxs, i, scalars, "", step):
+                            ended[i] = True
+                            continue
+                    if i == 0:
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
+                    ctx.log(epoch + 1, metrics, ctx.trial.media(trial_state, epoch + 1))
+                    if last:
+                        # Written before the final checkpoint: a process killed between the
+                        # two redoes the last epoch (identically) and writes it again.
+                        summaries[i] = ctx.write_summary(metrics, trial_state)
+                        ended[i] = True
+                    ctx.save(step, trial_state, train_sums={})
+                sums = [{} for _ in ctxs]
+                if all(ended):
+                    break
+                ctxs[0].stop_if_signalled(step)
+        return _results(ctxs, summaries)
+
+
+def _keys(ctxs: list[RunContext], vectorized: bool) -> dict[str, jax.Array]:
+    """The run keys the fused program takes; one per trial, stacked, when vectorized."""
+    names = ("step", "data", "eval")
+    if not vectorized:
+        return {n: getattr(ctxs[0].keys, n) for n in names}
+    return {n: jnp.stack([getattr(c.keys, n) for c in ctxs]) for n in names}
+
+
+def _per_trial(tree: Any, count: int, vectorized: bool) -> list[Any]:
+    """Splits host metrics with a leading trial axis into one tree per trial."""
+    if not vectorized:
+        return [tree]
+    return [jax.tree.map(lambda v, i=i: v[i], tree) for i in range(count)]
+
+
+def _trial_state(state: Any, index: int, vectorized: bool) -> Any:
+    return state_lib.unstack(state, index) if vectorized else state
+
+
+def _finite(ctxs: list[RunContext], i: int, metrics: Mapping[str, Any], prefix, step) -> bool:
+    """Whether trial i's metrics are finite. A NaN ends a lone run (NonFiniteError); among
+    vectorized trials it fails that trial alone, and the others go on."""
+    try:
+        check_finite(metrics, prefix, step)
+    except NonFiniteError as e:
+        if len(ctxs) == 1:
+            raise
+        ctxs[i].fail(e)
+        return False
+    return True
+
+
+def _results(ctxs: list[RunContext], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    pairs = zip(ctxs, summaries, strict=True)
+    return [{"failure": c.failure} if c.failure else s for c, s in pairs]
 
 
 # A segment of iterations [start, start + length):
@@ -148,7 +204,6 @@ class IterationTrainer:
         image_interval: int,
         log_interval: int,
         run_segment: SegmentFn,
-        media: MediaFn,
         report_line: Callable[[int, Mapping[str, float]], str] | None = None,
         checkpoint_interval: int = 0,
     ):
@@ -157,7 +212,6 @@ class IterationTrainer:
         self.image_interval = image_interval
         self.log_interval = log_interval
         self.run_segment = run_segment
-        self.media = media
         self.report_line = report_line
 
     def segments(self, start: int) -> list[tuple[int, int]]:
@@ -173,7 +227,12 @@ class IterationTrainer:
             a = b
         return out
 
-    def __call__(self, ctx: RunContext, state: Any) -> dict[str, Any]:
+    def __call__(
+        self, ctxs: list[RunContext], state: Any, vectorized: bool
+    ) -> list[dict[str, Any]]:
+        if vectorized:
+            raise ValueError("iteration-trained runs are not vectorized")
+        (ctx,) = ctxs
         step = int(state.step)
         last_metrics: dict[str, float] = {}
         summary: dict[str, Any] = {}
@@ -196,16 +255,19 @@ class IterationTrainer:
                         last_metrics = row
                         pictures = None
                         if n == step and (n % self.image_interval == 0 or n == self.total_steps):
-                            pictures = self.media(state, n)
+                            pictures = ctx.trial.media(state, n)
                         ctx.log(n, {**row, "iteration": n}, pictures)
+                        ctx.ask_early_stop(n, row)
                 if self.report_line is not None:
                     line = self.report_line(step, last_metrics)
                     bar.set_postfix_str(line)
                     if step % self.image_interval == 0 or step == self.total_steps:
                         tqdm.write(line, file=sys.stderr)
-                if step == self.total_steps:
+                done = step == self.total_steps or ctx.stopped_early
+                if done:
                     summary = ctx.write_summary({**last_metrics, "iteration": step}, state)
                 ctx.save(step, state)
-                if step < self.total_steps:
-                    ctx.stop_if_signalled(step)
-        return summary
+                if done:
+                    break
+                ctx.stop_if_signalled(step)
+        return [summary]

@@ -12,7 +12,7 @@ import netrc
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +147,14 @@ class Run:
         scalars: Mapping[str, float] | None = None,
         images: Mapping[str, np.ndarray | tuple[np.ndarray, str]] | None = None,
         scatters: Mapping[str, Scatter] | None = None,
+        tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[Any]]]] | None = None,
     ) -> None:
-        """Logs one W&B step: scalars, images (array or (array, caption)) and scatter plots."""
+        """Logs one W&B step: scalars, images (array or (array, caption)), scatter plots and
+        tables ((columns, rows))."""
         payload: dict[str, Any] = dict(scalars or {})
         try:
+            for key, (columns, rows) in (tables or {}).items():
+                payload[key] = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
             for key, value in (images or {}).items():
                 array, caption = value if isinstance(value, tuple) else (value, None)
                 payload[key] = wandb.Image(np.asarray(array), caption=caption)
@@ -213,12 +217,13 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         check=True,
         timeout=120,
     ).stdout
-    history, charts, run_id = [], {}, ""
+    history, charts, run_id, names = [], {}, "", {}
     for line in records.splitlines():
         record = json.loads(line)
         if record.get("type") == "run":
             # The run record is written at start, so a killed run still has its id.
             run_id = record["run"].get("run_id", run_id)
+            names = {k: record["run"].get(k, "") for k in ("display_name", "run_group", "job_type")}
         elif record.get("type") == "history":
             history.append(dict(record["history"]["item"]))
         elif record.get("type") == "config":
@@ -233,4 +238,16 @@ def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         "run_id": overview.get("run_id") or run_id,
         "history": history,
         "charts": charts,  # wandb.plot.* panels by key, e.g. a scatter's fields and title.
+        "name": names.get("display_name", ""),
+        "group": names.get("run_group", ""),
+        "job_type": names.get("job_type", ""),
     }
+
+
+def agent_run() -> tuple[str, str] | None:
+    """(sweep id, run id) when `wandb agent` started this process for a sweep trial.
+
+    The agent passes them in the environment; wandb.init picks them up by itself.
+    """
+    sweep_id, run_id = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    return (sweep_id, run_id) if sweep_id and run_id else None

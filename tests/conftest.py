@@ -5,7 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import tempfile
 from pathlib import Path
+
+# One persistent XLA compilation cache for the whole test session, subprocesses included
+# (they inherit the environment): the same programs (a DCGAN step, the fused autoencoder
+# steps) are otherwise compiled again by every test and every resumed process. Set before
+# jax is imported; only compiles over a second are stored.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="genjax-xla-cache-"))
 
 import numpy as np
 import pytest

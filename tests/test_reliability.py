@@ -185,8 +185,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_p
 
     # Dispatches of 10 steps, checkpoints every 20: steps 20 and 40 are saved, 47 is bad.
     with pytest.raises(loop.NonFiniteError, match=r"train/loss is nan at step 47"):
-        trainer = EpochTrainer(config, dataset, lambda s, e: {})
-        loop.run(config, _poisoned_family(47), dataset, init_state, trainer)
+        trial = loop.Trial(config, init_state, lambda s, e: {})
+        loop.run(trial, _poisoned_family(47), dataset, EpochTrainer(config, dataset))
     checkpoints = Checkpoints(workdir)
     assert checkpoints.latest_step() == 40  # The last good one; nothing saved after it.
     state, record = checkpoints.restore(init_state(jax.random.key(0)))

@@ -18,7 +18,7 @@ from genjax.steps import vae as steps
 
 
 def _state(latent_dim=2, hidden_dim=512, seed=0):
-    return steps.create_state(VAE(latent_dim, hidden_dim), 1e-3, jax.random.key(seed))
+    return steps.create_state(VAE(latent_dim, hidden_dim), 1e-3, 1.0, jax.random.key(seed))
 
 
 def test_parameter_count_and_shapes():

@@ -6,11 +6,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
-from flax.training import train_state
 
 from genjax import losses
 from genjax.models.autoencoder import Autoencoder
+from genjax.steps.state import TrainState, adam
 from genjax.steps.state import create as create_train_state
 
 PIXEL_RANGE = (0.0, 1.0)  # The decoder ends in a sigmoid.
@@ -22,12 +21,9 @@ def init_params(model: Autoencoder, key: jax.Array):
     return model.init(key, jnp.zeros((1, *model.image_shape), jnp.float32))["params"]
 
 
-def create_state(
-    model: Autoencoder, learning_rate: float, key: jax.Array
-) -> train_state.TrainState:
+def create_state(model: Autoencoder, learning_rate: float, key: jax.Array) -> TrainState:
     """Initial parameters and Adam state; the module and optimizer are bound here, once."""
-    params = init_params(model, key)
-    return create_train_state(model.apply, params, optax.adam(learning_rate))
+    return create_train_state(model.apply, init_params(model, key), adam(learning_rate))
 
 
 def _loss(params, state, batch):

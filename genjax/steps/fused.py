@@ -24,9 +24,32 @@ def _batch(images, labels, idx, pixel_range):
     return {"image": data.scale(images[idx], pixel_range), "label": labels[idx]}
 
 
+def _train_steps(
+    state,
+    images,
+    labels,
+    step_key,
+    data_key,
+    epoch,
+    start,
+    *,
+    train_step: TrainStep,
+    num_steps: int,
+    batch_size: int,
+    pixel_range: Sequence[float],
+):
+    perm = data.epoch_permutation(data_key, epoch, images.shape[0])
+
+    def body(state, i):
+        idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
+        return train_step(state, _batch(images, labels, idx, pixel_range), step_key)
+
+    return jax.lax.scan(body, state, jnp.arange(num_steps))
+
+
 @functools.partial(
     jax.jit,
-    static_argnames=("train_step", "num_steps", "batch_size", "pixel_range"),
+    static_argnames=("train_step", "num_steps", "batch_size", "pixel_range", "vectorized"),
     donate_argnames="state",
 )
 def train_steps(
@@ -42,37 +65,28 @@ def train_steps(
     num_steps: int,
     batch_size: int,
     pixel_range: Sequence[float],
+    vectorized: bool = False,
 ):
     """Runs steps start .. start+num_steps-1 of `epoch` in one lax.scan; metrics are [num_steps].
 
     The batch order depends only on (data_key, epoch) and the step's randomness only on
     (step_key, state.step), so a chunked, resumed or re-run epoch draws the same numbers.
+    vectorized: state and both keys carry a leading trial axis, and the trials run together
+    under vmap on the one copy of the data (metrics [trials, num_steps]).
     """
-    perm = data.epoch_permutation(data_key, epoch, images.shape[0])
+    run = functools.partial(
+        _train_steps,
+        train_step=train_step,
+        num_steps=num_steps,
+        batch_size=batch_size,
+        pixel_range=pixel_range,
+    )
+    if vectorized:
+        run = jax.vmap(run, in_axes=(0, None, None, 0, 0, None, None))
+    return run(state, images, labels, step_key, data_key, epoch, start)
 
-    def body(state, i):
-        idx = jax.lax.dynamic_slice_in_dim(perm, (start + i) * batch_size, batch_size)
-        return train_step(state, _batch(images, labels, idx, pixel_range), step_key)
 
-    return jax.lax.scan(body, state, jnp.arange(num_steps))
-
-
-@functools.partial(jax.jit, static_argnames=("eval_step", "batch_size", "pixel_range"))
-def evaluate(
-    state,
-    images: jax.Array,
-    labels: jax.Array,
-    key: jax.Array,
-    *,
-    eval_step: EvalStep,
-    batch_size: int,
-    pixel_range: Sequence[float],
-) -> dict[str, jax.Array]:
-    """Mean of eval_step's per-example metrics over a whole split, in fixed-size batches.
-
-    The last batch is filled with repeats of the final example and masked out, so every
-    example counts exactly once and only one batch shape is ever compiled.
-    """
+def _evaluate(state, images, labels, key, *, eval_step, batch_size, pixel_range):
     n = images.shape[0]
     num_batches = -(-n // batch_size)
 
@@ -90,6 +104,34 @@ def evaluate(
     totals, _ = body(None, 0)
     totals, _ = jax.lax.scan(body, totals, jnp.arange(1, num_batches))
     return jax.tree.map(lambda t: t / n, totals)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("eval_step", "batch_size", "pixel_range", "vectorized")
+)
+def evaluate(
+    state,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    eval_step: EvalStep,
+    batch_size: int,
+    pixel_range: Sequence[float],
+    vectorized: bool = False,
+) -> dict[str, jax.Array]:
+    """Mean of eval_step's per-example metrics over a whole split, in fixed-size batches.
+
+    The last batch is filled with repeats of the final example and masked out, so every
+    example counts exactly once and only one batch shape is ever compiled. vectorized: as
+    in train_steps (state and key per trial; metrics [trials]).
+    """
+    run = functools.partial(
+        _evaluate, eval_step=eval_step, batch_size=batch_size, pixel_range=pixel_range
+    )
+    if vectorized:
+        run = jax.vmap(run, in_axes=(0, None, None, 0))
+    return run(state, images, labels, key)
 
 
 def chunks(steps_per_epoch: int, steps_per_dispatch: int) -> list[tuple[int, int]]:

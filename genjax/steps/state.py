@@ -1,18 +1,59 @@
-"""Train-state construction shared by the model families."""
+"""Train-state construction shared by the autoencoder families."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
 
-def create(apply_fn, params, tx: optax.GradientTransformation) -> train_state.TrainState:
-    """A TrainState whose step is a strongly typed int32 array.
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus `hparams`: scalar settings the step reads from the state.
+
+    A setting kept as an array in the state (the VAE's KL weight; the learning rate, which
+    optax.inject_hyperparams keeps in opt_state) can differ between trials that are stacked
+    and trained together under vmap; a setting bound as a Python constant cannot.
+    """
+
+    hparams: dict[str, Any] = struct.field(default_factory=dict)
+
+
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    """Adam with its learning rate held in opt_state (so it can differ across vmapped trials)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+def create(apply_fn, params, tx: optax.GradientTransformation, **hparams: float) -> TrainState:
+    """A TrainState whose step is a strongly typed int32 array and hparams float32 arrays.
 
     TrainState.create stores step as the Python int 0, which jit traces as a weakly typed
     scalar; the step that comes back is a strong int32, so the second dispatch would compile
     the whole fused program again.
     """
-    state = train_state.TrainState.create(apply_fn=apply_fn, params=params, tx=tx)
+    state = TrainState.create(
+        apply_fn=apply_fn,
+        params=params,
+        tx=tx,
+        hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+    )
     return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def stack(states: list[Any]) -> Any:
+    """Trials' states stacked on a new leading axis, in the first state's structure.
+
+    The first state's static parts (apply_fn, tx) serve every trial: trials that may be
+    stacked differ only in array values (see loop.Family.vector_fields).
+    """
+    treedef = jax.tree.structure(states[0])
+    leaves = [jax.tree.leaves(s) for s in states]
+    return jax.tree.unflatten(treedef, [jnp.stack(xs) for xs in zip(*leaves, strict=True)])
+
+
+def unstack(stacked: Any, index: int) -> Any:
+    """Trial `index`'s state out of a stacked one."""
+    return jax.tree.map(lambda x: x[index], stacked)

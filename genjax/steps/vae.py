@@ -7,11 +7,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
-from flax.training import train_state
 
 from genjax import losses
 from genjax.models.autoencoder import VAE
+from genjax.steps.state import TrainState, adam
 from genjax.steps.state import create as create_train_state
 
 PIXEL_RANGE = (0.0, 1.0)  # The decoder's sigmoid (or Bernoulli mean) lives in [0, 1].
@@ -25,9 +24,10 @@ def init_params(model: VAE, key: jax.Array):
     return model.init({"params": init_key, "latent": latent_key}, dummy)["params"]
 
 
-def create_state(model: VAE, learning_rate: float, key: jax.Array) -> train_state.TrainState:
-    """Initial parameters and Adam state; the module and optimizer are bound here, once."""
-    return create_train_state(model.apply, init_params(model, key), optax.adam(learning_rate))
+def create_state(model: VAE, learning_rate: float, beta: float, key: jax.Array) -> TrainState:
+    """Initial parameters, Adam state and the KL weight; module and optimizer bound once."""
+    params = init_params(model, key)
+    return create_train_state(model.apply, params, adam(learning_rate), beta=beta)
 
 
 def reconstruction_loss(likelihood: str, x: jax.Array, logits: jax.Array) -> jax.Array:
@@ -44,10 +44,13 @@ def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class VAESteps:
-    """Train and eval steps bound to one loss setting (static, so each jit is built once)."""
+    """Train and eval steps bound to one loss setting (static, so each jit is built once).
+
+    The KL weight beta is not among them: it is state.hparams["beta"], an array, so trials
+    that differ only in beta share one compiled step (and can be vmapped together).
+    """
 
     likelihood: str = "mse"  # "mse" (the report's) or "bernoulli".
-    beta: float = 1.0  # Weight of the KL term.
     dynamic_binarization: bool = False
 
     def _terms(self, params, state, batch, key):
@@ -60,7 +63,8 @@ class VAESteps:
         )
         recon = reconstruction_loss(self.likelihood, x, logits)
         kl = losses.gaussian_kl(z_mean, z_log_var)
-        return {"loss": recon + self.beta * kl, "reconstruction_loss": recon, "kl_loss": kl}
+        loss = recon + state.hparams["beta"] * kl
+        return {"loss": loss, "reconstruction_loss": recon, "kl_loss": kl}
 
     def _train_step(self, state, batch, key):
         """One Adam step on the batch mean of reconstruction + beta * KL."""

@@ -1,0 +1,410 @@
+"""Runs a W&B sweep file here, without the W&B server, then compares its trials.
+
+    python -m experiments.sweep experiments/sweeps/autoencoder_latent.yaml --epochs=5
+    python -m experiments.sweep experiments/sweeps/vae_beta.yaml --vectorize
+    python -m experiments.sweep FILE [--count N] [--workdir DIR] [--sweep_seed S]
+                                     [--vectorize] [--field=value ...]
+
+The same file runs on W&B's service: `wandb sweep FILE`, then `wandb agent ID`. Here, trials
+are suggested by W&B's own engine (the `sweeps` package), each trial is its own W&B run (in
+the group SWEEPNAME-ID) with its own workdir DIR/trial-NNN and summary.json, and extra
+`--field=value` flags go to every trial. DIR/sweep.json records the trials; running the same
+command again resumes the sweep (finished trials are kept, an interrupted one resumes from
+its checkpoint). --vectorize trains trials that differ only in values (seed, learning rate,
+KL weight) together as one vmapped program. At the end: a table of trial -> metric and one
+picture of the same test images through every trial, printed, saved and logged to W&B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments import autoencoder, dcgan, vae
+from genjax import cli, images, loop, sweeps
+from genjax.config import ConfigError, parse_flags
+from genjax.wandb_logging import Run
+
+EXPERIMENTS = {e.name: e for e in (autoencoder.EXPERIMENT, vae.EXPERIMENT, dcgan.EXPERIMENT)}
+SHOWN = 10  # Test images per row of the comparison picture.
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerConfig:
+    """The runner's own flags; every other --field=value goes to the trials."""
+
+    count: int = 0  # Trials to run (or resume) now; 0 = until the sweep ends.
+    workdir: str = ""  # "" = runs/sweeps/<sweep name>
+    sweep_seed: int = 0  # Seeds the random and bayes suggestions (not the trials' --seed).
+    vectorize: bool = False
+
+    def validate(self) -> None:
+        if self.count < 0:
+            raise ConfigError(f"--count={self.count}: must be 0 (no limit) or more")
+        if not 0 <= self.sweep_seed < 2**32:
+            raise ConfigError(f"--sweep_seed={self.sweep_seed}: must be in [0, 2**32)")
+
+
+def split_args(argv: list[str]) -> tuple[str, RunnerConfig, list[str]]:
+    """FILE, the runner's flags, and the flags for every trial."""
+    if not argv or argv[0].startswith("--"):
+        raise ConfigError("usage: python -m experiments.sweep FILE.yaml [--count N] [--field=v]")
+    runner_names = {f.name for f in dataclasses.fields(RunnerConfig)}
+    mine, theirs = [], []
+    args = list(argv[1:])
+    while args:
+        arg = args.pop(0)
+        name, sep, _ = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        name = name.replace("-", "_")
+        target = mine if name in runner_names else theirs
+        target.append(arg)
+        takes_next = not sep and name and name != "vectorize"
+        if takes_next and args and not args[0].startswith("--"):
+            target.append(args.pop(0))
+    return argv[0], parse_flags(RunnerConfig, mine), theirs
+
+
+class SweepRunner:
+    """One sweep in its workdir: plan, run and compare trials; sweep.json is its memory."""
+
+    def __init__(self, path: str, runner: RunnerConfig, trial_args: list[str]):
+        configs = {name: e.config_cls for name, e in EXPERIMENTS.items()}
+        self.sweep = sweeps.load(path, configs)
+        self.experiment = EXPERIMENTS[self.sweep.experiment]
+        self.runner = runner
+        self.trial_args = list(trial_args)
+        # The trials' shared flags must make a valid config on their own, before anything runs.
+        self.base = parse_flags(self.experiment.config_cls, self.trial_args)
+        given = {a[2:].partition("=")[0].replace("-", "_") for a in trial_args if a[:2] == "--"}
+        for name in sorted(given & set(self.sweep.parameters)):
+            raise ConfigError(f"--{name} is swept by {path}; remove it from the command line")
+        for name in sorted(given & set(sweeps.RUNNER_FIELDS)):
+            raise ConfigError(
+                f"--{name} is set per trial by the sweep (workdir: --workdir is the sweep's "
+                "folder, each trial gets DIR/trial-NNN)"
+            )
+        self._check_bounds(path)
+        unbounded = self.sweep.method != "grid" and not (runner.count or self.sweep.run_cap)
+        if unbounded:
+            raise ConfigError(
+                f"{self.sweep.method} search never ends by itself: give --count N, "
+                f"or run_cap: N in {path}"
+            )
+        if runner.vectorize and self.sweep.method == "bayes":
+            raise ConfigError(
+                "--vectorize needs all trials up front, and bayes picks each trial from the "
+                "previous ones' results; use grid or random, or drop --vectorize"
+            )
+        if runner.vectorize and self.sweep.early_terminate:
+            raise ConfigError(
+                "--vectorize trains the trials together, so early_terminate cannot stop one; "
+                "drop one of them"
+            )
+        self.workdir = Path(runner.workdir or os.path.join("runs", "sweeps", self.sweep.name))
+        self.workdir = self.workdir.resolve()
+        loop.check_workdir(self.workdir, self.base.min_free_disk_mb)
+        self.state_path = self.workdir / "sweep.json"
+        self.identity = {
+            "sweep": self.sweep.spec,
+            "experiment": self.sweep.experiment,
+            "trial_args": self.trial_args,
+            "sweep_seed": runner.sweep_seed,
+        }
+        self.records: list[sweeps.TrialRecord] = []
+        self.sweep_id = os.urandom(4).hex()
+        self.summary_run_id = ""
+        self.summary_step = 0  # W&B steps only grow: each comparison logs at the next one.
+        self._read_state()
+
+    def _check_bounds(self, path: str) -> None:
+        """A distribution's ends must be valid settings: a bad draw would stop a sweep late."""
+        for name, p in self.sweep.parameters.items():
+            if p.get("distribution") not in sweeps.VALUE_BOUNDED:
+                continue
+            for end in ("min", "max"):
+                flag = f"--{name}={sweeps.format_value(p[end])}"
+                try:
+                    parse_flags(self.experiment.config_cls, [*self.trial_args, flag])
+                except ConfigError as e:
+                    raise ConfigError(f"{path}: parameter {name}: {end}: {e}") from None
+
+    # sweep.json ------------------------------------------------------------------------
+    def _read_state(self) -> None:
+        if not self.state_path.exists():
+            return
+        saved = json.loads(self.state_path.read_text())
+        changed = [k for k, v in self.identity.items() if saved.get(k) != v]
+        if changed:
+            raise ConfigError(
+                f"{self.workdir} holds another sweep (its {', '.join(changed)} differ from this "
+                "command's); use another --workdir, or delete that folder to start afresh"
+            )
+        self.sweep_id = saved["sweep_id"]
+        self.summary_run_id = saved.get("summary_run_id", "")
+        self.summary_step = saved.get("summary_step", 0)
+        self.records = [sweeps.TrialRecord(**r) for r in saved["trials"]]
+
+    def _write_state(self) -> None:
+        state = {
+            **self.identity,
+            "sweep_id": self.sweep_id,
+            "summary_run_id": self.summary_run_id,
+            "summary_step": self.summary_step,
+            "trials": [r.to_json() for r in self.records],
+        }
+        tmp = self.state_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self.state_path)  # Atomic: a kill never leaves half a sweep.json.
+
+    # trials ----------------------------------------------------------------------------
+    @property
+    def group(self) -> str:
+        return f"{self.sweep.name}-{self.sweep_id}"
+
+    def trial_config(self, record: sweeps.TrialRecord):
+        flags = [
+            *self.trial_args,
+            *sweeps.trial_flags(record.params),
+            f"--workdir={record.workdir}",
+            f"--wandb_group={self.group}",
+            f"--wandb_name={self.group}-{record.index}",
+        ]
+        try:
+            return parse_flags(self.experiment.config_cls, flags)
+        except ConfigError as e:
+            raise ConfigError(f"trial {record.index} ({_describe(record.params)}): {e}") from None
+
+    def _new_record(self, params: dict[str, Any]) -> sweeps.TrialRecord:
+        index = len(self.records)
+        record = sweeps.TrialRecord(index, params, workdir=str(self.workdir / f"trial-{index:03d}"))
+        self.records.append(record)
+        return record
+
+    def _room(self) -> float:
+        return (self.sweep.run_cap or math.inf) - len(self.records)
+
+    def plan(self) -> list[sweeps.TrialRecord]:
+        """The trials to run now: unfinished ones first, then new suggestions. Grid and random
+        trials are all drawn (and checked) here; bayes ones only as results come in."""
+        budget = self.runner.count or math.inf
+        todo = [r for r in self.records if r.state in ("pending", "running")]
+        if self.runner.count:
+            todo = todo[: self.runner.count]
+        if self.sweep.method != "bayes":
+            while len(todo) < budget and self._room() > 0:
+                params = sweeps.suggest(self.sweep, self.records, self.runner.sweep_seed)
+                if params is None:
+                    break
+                todo.append(self._new_record(params))
+        for record in todo:
+            self.trial_config(record)  # Every planned trial's flags checked before training.
+        self._write_state()
+        return todo
+
+    def run(self) -> list[sweeps.TrialRecord]:
+        todo = self.plan()
+        if self.runner.vectorize:
+            self._run_vectorized(todo)
+        else:
+            budget = self.runner.count or math.inf
+            done = 0
+            while todo or (self.sweep.method == "bayes" and done < budget and self._room() > 0):
+                if todo:
+                    record = todo.pop(0)
+                else:
+                    params = sweeps.suggest(self.sweep, self.records, self.runner.sweep_seed)
+                    record = self._new_record(params)
+                    self.trial_config(record)
+                self._run_one(record)
+                done += 1
+        return self.records
+
+    def _early_stop(self, record: sweeps.TrialRecord):
+        """Records the metric's history for the engine; hyperband may stop the trial."""
+        name = self.sweep.metric["name"] if self.sweep.metric else None
+
+        def early_stop(step: int, metrics) -> bool:
+            if name is None or name not in metrics:
+                return False
+            record.history[str(step)] = float(metrics[name])
+            self._write_state()
+            others = [r for r in self.records if r is not record and r.state != "pending"]
+            return sweeps.should_stop(self.sweep, others, record)
+
+        return early_stop
+
+    def _run_one(self, record: sweeps.TrialRecord) -> None:
+        config = self.trial_config(record)
+        print(f"sweep {self.group}: trial {record.index}: {_describe(record.params)}", flush=True)
+        record.state = "running"
+        self._write_state()
+        try:
+            summary = self.experiment.run(config, early_stop=self._early_stop(record))
+        except loop.Interrupted:
+            self._write_state()  # Still "running": the same command resumes it.
+            raise
+        except loop.TrainingStopped as e:  # A NaN: W&B's agent, too, goes on to the next.
+            summary = {"failure": str(e)}
+        self._finish(record, summary)
+
+    def _run_vectorized(self, todo: list[sweeps.TrialRecord]) -> None:
+        if not todo:
+            return
+        configs = [self.trial_config(r) for r in todo]
+        loop.check_vectorizable(configs, self.experiment.family(configs[0]))
+        print(f"sweep {self.group}: {len(todo)} trials vectorized", flush=True)
+        for record in todo:
+            record.state = "running"
+        self._write_state()
+        summaries = self.experiment.run_vectorized(configs)
+        for record, summary in zip(todo, summaries, strict=True):
+            self._finish(record, summary)
+
+    def _finish(self, record: sweeps.TrialRecord, summary: dict[str, Any]) -> None:
+        if "failure" in summary:
+            record.state, record.error = "failed", summary["failure"]
+            self._write_state()
+            return
+        record.state = "stopped" if summary.get("early_terminated") else "finished"
+        if self.sweep.metric:
+            name = self.sweep.metric["name"]
+            if name not in summary:
+                self._write_state()
+                logged = ", ".join(k for k in summary if "/" in k)
+                raise ConfigError(
+                    f"metric {name!r} of {self.sweep.path} is not logged by "
+                    f"experiments.{self.sweep.experiment}; it logs: {logged}"
+                )
+            record.metric = float(summary[name])
+        self._write_state()
+
+    # comparison ------------------------------------------------------------------------
+    def compare(self) -> dict[str, Any]:
+        """The report's comparison: a table and one side-by-side picture, in W&B and here."""
+        done = [r for r in self.records if r.state in ("finished", "stopped")]
+        names = list(self.sweep.parameters)
+        metric = self.sweep.metric["name"] if self.sweep.metric else None
+        best = _best(done, self.sweep.metric)
+        columns = ["trial", *names, metric or "metric", "state", "workdir"]
+        rows = [
+            [r.index, *(r.params.get(n) for n in names), r.metric, r.state, r.workdir]
+            for r in self.records
+        ]
+        print(_format_table(columns, rows, best))
+        picture = self._picture(done, metric) if done else None
+        if picture is not None:
+            images.save_png(picture, self.workdir / "comparison.png")
+        self._log_summary(columns, rows, picture, best)
+        self._write_state()
+        failed = [r for r in self.records if r.state == "failed"]
+        for r in failed:
+            print(f"trial {r.index} failed: {r.error}", file=sys.stderr)
+        lines = [f"sweep.json:     {self.state_path}"]
+        if picture is not None:
+            lines.append(f"comparison.png: {self.workdir / 'comparison.png'}")
+        print("\n".join(lines))
+        return {"best": None if best is None else best.index, "failed": len(failed)}
+
+    def _picture(self, done: list[sweeps.TrialRecord], metric: str | None) -> np.ndarray:
+        rows, labels, originals = [], [], None
+        for r in done:
+            config, state, dataset = self.experiment.restore(r.workdir)
+            shown, outputs = self.experiment.comparison(config, state, dataset)
+            if originals is None and shown is not None:
+                originals = shown[:SHOWN]
+            rows.append(outputs[:SHOWN])
+            value = f"\n{metric} {r.metric:.4g}" if metric and r.metric is not None else ""
+            labels.append(f"trial {r.index}: {_describe(r.params)}{value}")
+        if originals is not None:
+            rows.insert(0, originals)
+            labels.insert(0, "test images")
+        title = f"sweep {self.sweep.name}: the same inputs through every trial"
+        return images.labelled_rows(rows, labels, title)
+
+    def _log_summary(self, columns, rows, picture, best) -> None:
+        """One W&B run of job_type "sweep" in the sweep's group holds the comparison."""
+        run = Run(
+            directory=self.workdir / "summary",
+            config={**self.identity, "sweep_id": self.sweep_id},
+            mode=self.base.wandb_mode,
+            project=self.base.wandb_project,
+            entity=self.base.wandb_entity,
+            name=f"{self.group}-summary",
+            group=self.group,
+            job_type="sweep",
+            init_timeout=self.base.wandb_init_timeout,
+            run_id=self.summary_run_id,
+        )
+        self.summary_run_id = run.id
+        table_rows = [[_cell(v) for v in row] for row in rows]
+        pictures = {}
+        if picture is not None:
+            pictures["sweep/comparison_images"] = (picture, "one row per trial")
+        run.log(
+            len(self.records), {}, images=pictures, tables={"sweep/trials": (columns, table_rows)}
+        )
+        if best is not None:
+            run.summary({"best_trial": best.index, "best_metric": best.metric, **best.params})
+        run.finish()
+
+
+def _describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={sweeps.format_value(v)}" for k, v in params.items())
+
+
+def _cell(value: Any) -> Any:
+    """A table cell W&B stores as is: numbers and text (None as an empty cell)."""
+    return "" if value is None else value if isinstance(value, int | float | str) else str(value)
+
+
+def _best(done: list[sweeps.TrialRecord], metric) -> sweeps.TrialRecord | None:
+    scored = [r for r in done if r.metric is not None and math.isfinite(r.metric)]
+    if not metric or not scored:
+        return None
+    sign = -1.0 if metric.get("goal") == "maximize" else 1.0
+    return min(scored, key=lambda r: sign * r.metric)
+
+
+def _format_table(columns, rows, best) -> str:
+    text = [[str(c) for c in columns]]
+    for row in rows:
+        cells = []
+        for v in row:
+            cells.append("" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
+        text.append(cells)
+    widths = [max(len(r[i]) for r in text) for i in range(len(columns))]
+    lines = []
+    for k, cells in enumerate(text):
+        mark = "*" if best is not None and k > 0 and rows[k - 1][0] == best.index else " "
+        lines.append(mark + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+    if best is not None:
+        lines.append(f"* best: trial {best.index}")
+    return "\n".join(lines)
+
+
+def run_sweep(argv: list[str]) -> dict[str, Any]:
+    path, runner, trial_args = split_args(argv)
+    sweep = SweepRunner(path, runner, trial_args)
+    sweep.run()
+    outcome = sweep.compare()
+    if outcome["failed"]:
+        raise loop.TrainingStopped(
+            f"{outcome['failed']} trial(s) failed (see above and {sweep.state_path})"
+        )
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(lambda: run_sweep(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
