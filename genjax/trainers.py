@@ -121,7 +121,8 @@ class EpochTrainer:
                     metrics |= {f"val/{k}": float(v) for k, v in val[i].items()}
                     metrics |= {"epoch": epoch + 1, "step": step}
                     trial_state = _trial_state(state, i, vectorized)
-                    last = epoch + 1 == config.epochs or ctx.ask_early_stop(epoch + 1, metrics)
+                    stop = ctx.ask_early_stop(epoch + 1, metrics)  # Sees every epoch's row.
+                    last = epoch + 1 == config.epochs or stop
                     final_metrics = ctx.trial.final_metrics
                     if last and final_metrics is not None and not ctx.stopped_early:
                         # Logged with the last epoch, so they share its W&B step.

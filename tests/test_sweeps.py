@@ -393,3 +393,32 @@ def test_only_trials_that_differ_in_values_vectorize():
     gans = [DCGANConfig(), DCGANConfig(learning_rate=1e-3)]
     with pytest.raises(ConfigError, match="a dcgan run does not vectorize"):
         loop.check_vectorizable(gans, dcgan.family(gans[0]))
+
+
+@pytest.mark.slow
+def test_hyperband_ends_a_trailing_trial_early(tmp_path, small_data, wandb_home):
+    # Two good learning rates, then a tiny one: after its 2nd epoch (past the band at 1) its
+    # best loss trails the median at that band, and the engine stops it there.
+    spec = _spec(
+        method="grid",
+        metric={"name": "val/loss", "goal": "minimize"},
+        early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2},
+        parameters={"learning_rate": {"values": [0.003, 0.002, 0.00001]}},
+    )
+    workdir = tmp_path / "sweep"
+    flags = _trial_flags(small_data, epochs=4, steps_per_epoch=5)
+    assert sweep_main.main([str(_write(tmp_path, spec)), f"--workdir={workdir}", *flags]) == 0
+    trials = json.loads((workdir / "sweep.json").read_text())["trials"]
+    assert [t["state"] for t in trials] == ["finished", "finished", "stopped"]
+    assert [len(t["history"]) for t in trials] == [4, 4, 2]
+    stopped = Path(trials[2]["workdir"])
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["early_terminated"] is True and summary["epoch"] == 2
+    assert trials[2]["metric"] == summary["val/loss"]
+    (run_dir,) = wandb_logging.find_run_dirs(stopped)
+    back = wandb_logging.read_run(run_dir)
+    assert back["state"] == "finished" and [h["_step"] for h in back["history"]] == [1, 2]
+    assert back["summary"]["early_terminated"] is True
+    # It ended at a checkpoint: the state of step 2 * 5 is saved.
+    _, state, _ = sweep_main.EXPERIMENTS["autoencoder"].restore(stopped)
+    assert int(state.step) == 10
