@@ -273,3 +273,16 @@ class DCGANConfig(BaseConfig):
         _positive(self, "iterations", "latent_dim", "gen_interval", "log_interval")
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig(EpochConfig):
+    """The feature network of genjax's FID: a small CNN trained on the training split."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    latent_points: int = 2000  # Test images whose features are plotted (PCA), per epoch.
+
+    def validate(self) -> None:
+        super().validate()
+        _at_least_two(self, "latent_points")

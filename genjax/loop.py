@@ -458,7 +458,10 @@ class Experiment:
     trainer: Callable[[Any, data.Dataset], Trainer]
     # For a sweep's side-by-side picture: (config, state, dataset) -> uint8 [K, H, W, C]
     # outputs, each under the K originals it shows (None: no originals, e.g. generated).
-    comparison: Callable[[Any, Any, data.Dataset], tuple[np.ndarray | None, np.ndarray]]
+    # None: the experiment is not swept.
+    comparison: Callable[[Any, Any, data.Dataset], tuple[np.ndarray | None, np.ndarray]] | None = (
+        None
+    )
 
     def run(self, config, early_stop: EarlyStopFn | None = None) -> dict[str, Any]:
         dataset = self.load_data(config)

@@ -1,0 +1,60 @@
+"""The feature network's state, jitted train/eval steps and its feature function."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from genjax.models.classifier import Classifier
+from genjax.steps.state import TrainState, adam
+from genjax.steps.state import create as create_train_state
+
+PIXEL_RANGE = (0.0, 1.0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def init_params(model: Classifier, key: jax.Array, image_shape=(28, 28, 1)):
+    return model.init(key, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+
+
+def create_state(model: Classifier, learning_rate: float, image_shape, key) -> TrainState:
+    """Initial parameters and Adam state; the module and optimizer are bound here, once."""
+    params = init_params(model, key, tuple(image_shape))
+    return create_train_state(model.apply, params, adam(learning_rate))
+
+
+def _per_example(params, state, batch):
+    logits = state.apply_fn({"params": params}, batch["image"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return loss, correct
+
+
+@functools.partial(jax.jit, donate_argnames="state")
+def train_step(state, batch, key):
+    """One Adam step on the batch's mean cross-entropy; the key is unused (no dropout)."""
+    del key
+
+    def loss_fn(params):
+        loss, correct = _per_example(params, state, batch)
+        return jnp.mean(loss), jnp.mean(correct)
+
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
+
+
+@jax.jit
+def eval_step(state, batch, key):
+    """Per-example cross-entropy and correctness, [B] each."""
+    del key
+    loss, correct = _per_example(state.params, state, batch)
+    return {"loss": loss, "accuracy": correct}
+
+
+@jax.jit
+def features(state, images):
+    """Images [B, 28, 28, C] in [0, 1] -> penultimate-layer features [B, 128]."""
+    return state.apply_fn({"params": state.params}, images, method="features")
