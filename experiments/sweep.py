@@ -234,6 +234,10 @@ class SweepRunner:
             if name is None or name not in metrics:
                 return False
             record.history[str(step)] = float(metrics[name])
+            if self.sweep.early_terminate is None:
+                return False  # Kept in memory; sweep.json gets it when the trial ends.
+            # Hyperband judges this history again after a resume: keep it on disk. (Not
+            # for every row otherwise: a DCGAN logs one row per iteration.)
             self._write_state()
             others = [r for r in self.records if r is not record and r.state != "pending"]
             return sweeps.should_stop(self.sweep, others, record)
