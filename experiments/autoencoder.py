@@ -16,6 +16,7 @@ from genjax import cli, data, images, loop
 from genjax.config import AutoencoderConfig, parse_flags
 from genjax.models.autoencoder import Autoencoder
 from genjax.steps import autoencoder as steps
+from genjax.steps import fused
 from genjax.trainers import EpochTrainer
 
 FAMILY = loop.Family(
@@ -67,8 +68,22 @@ def trial(config: AutoencoderConfig, dataset: data.Dataset, early_stop=None) -> 
             "scatters": {"latent_space_scatter": scatter},
         }
 
+    def evaluate(state):
+        """The whole test split's reconstruction error: the report's figure per latent size."""
+        test = data.to_device(dataset.test)
+        errors = fused.evaluate(
+            state,
+            test.images,
+            test.labels,
+            loop.run_keys(config.seed).eval,
+            eval_step=steps.reconstruction_errors,
+            batch_size=min(config.eval_batch_size, len(test)),
+            pixel_range=steps.PIXEL_RANGE,
+        )
+        return {f"eval/{k}": float(v) for k, v in jax.device_get(errors).items()}
+
     init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    return loop.Trial(config, init_state, media, early_stop=early_stop)
+    return loop.Trial(config, init_state, media, evaluate, early_stop)
 
 
 def comparison(config: AutoencoderConfig, state, dataset: data.Dataset):

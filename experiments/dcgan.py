@@ -2,6 +2,9 @@
 
     python -m experiments.dcgan --iterations=4000 --gen_interval=50
 
+eval/fid, eval/precision and eval/recall (10,000 generated against 10,000 test images, in
+the feature space of experiments.classifier's network) every --eval_interval iterations.
+
 Running the same command again with the same --workdir resumes from its last checkpoint.
 """
 
@@ -13,6 +16,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
+from experiments import classifier
 from genjax import cli, data, images, loop
 from genjax.config import DCGANConfig, parse_flags
 from genjax.models.dcgan import Discriminator, Generator
@@ -87,6 +91,7 @@ def trainer(config: DCGANConfig, dataset: data.Dataset) -> IterationTrainer:
         run_segment,
         report_line,
         config.checkpoint_interval,
+        config.eval_interval if config.eval_samples else 0,
     )
 
 
@@ -98,6 +103,23 @@ def trial(config: DCGANConfig, dataset: data.Dataset, early_stop=None) -> loop.T
         caption = f"iteration {iteration}: the same 25 noise vectors every time"
         return {"images": {"generated_images": (images.grid(generated, GRID, GRID), caption)}}
 
+    evaluate = prepare = None
+    if config.eval_samples:
+        quality = classifier.SampleQuality(config, dataset)
+        prepare = quality.prepare
+        eval_key = loop.run_keys(config.seed).evaluation
+
+        def evaluate(state):
+            # The same noise at every evaluation point: the FID curve shows the generator's
+            # progress, not the draw.
+            def sample(i):
+                z = jax.random.normal(
+                    jax.random.fold_in(eval_key, i), (classifier.EVAL_BATCH, config.latent_dim)
+                )
+                return steps.generate(state, z)
+
+            return quality(sample, steps.PIXEL_RANGE)
+
     image_shape = dataset.info.image_shape
     init_state = functools.partial(
         steps.create_state,
@@ -106,7 +128,7 @@ def trial(config: DCGANConfig, dataset: data.Dataset, early_stop=None) -> loop.T
         config.learning_rate,
         config.beta1,
     )
-    return loop.Trial(config, init_state, media, early_stop=early_stop)
+    return loop.Trial(config, init_state, media, evaluate, early_stop, prepare)
 
 
 def comparison(config: DCGANConfig, state, dataset: data.Dataset):

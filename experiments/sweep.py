@@ -296,9 +296,18 @@ class SweepRunner:
         names = list(self.sweep.parameters)
         metric = self.sweep.metric["name"] if self.sweep.metric else None
         best = _best(done, self.sweep.metric)
-        columns = ["trial", *names, metric or "metric", "state", "workdir"]
+        figures = {r.index: _figures(r) for r in done}
+        shown = [k for k in FIGURES if any(k in f for f in figures.values())]
+        columns = ["trial", *names, metric or "metric", *shown, "state", "workdir"]
         rows = [
-            [r.index, *(r.params.get(n) for n in names), r.metric, r.state, r.workdir]
+            [
+                r.index,
+                *(r.params.get(n) for n in names),
+                r.metric,
+                *(figures.get(r.index, {}).get(k) for k in shown),
+                r.state,
+                r.workdir,
+            ]
             for r in self.records
         ]
         print(_format_table(columns, rows, best))
@@ -374,6 +383,25 @@ def _best(done: list[sweeps.TrialRecord], metric) -> sweeps.TrialRecord | None:
         return None
     sign = -1.0 if metric.get("goal") == "maximize" else 1.0
     return min(scored, key=lambda r: sign * r.metric)
+
+
+# The evaluation figures a comparison table shows beside the sweep's metric, when the
+# trials' summary.json files hold them.
+FIGURES = (
+    "eval/recon_mse",
+    "eval/recon_psnr",
+    "eval/fid",
+    "eval/precision",
+    "eval/recall",
+    "eval/iwae_nll",
+    "eval/neg_elbo",
+)
+
+
+def _figures(record: sweeps.TrialRecord) -> dict[str, float]:
+    path = Path(record.workdir) / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    return {k: summary[k] for k in FIGURES if k in summary}
 
 
 def _format_table(columns, rows, best) -> str:

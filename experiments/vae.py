@@ -13,7 +13,9 @@ import functools
 import sys
 
 import jax
+import numpy as np
 
+from experiments import classifier
 from genjax import cli, data, images, loop
 from genjax.config import VAEConfig, parse_flags
 from genjax.evaluation import likelihood
@@ -62,6 +64,11 @@ def prepare_data(config: VAEConfig) -> data.Dataset:
     )
 
 
+def _raw_test(config: VAEConfig) -> np.ndarray:
+    """The test split's images before binarization."""
+    return data.load_dataset(config.dataset, config.data_dir, config.data_source).test.images
+
+
 def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Trial:
     model = build_model(config, dataset.info.image_shape)
     keys = loop.run_keys(config.seed)
@@ -108,13 +115,13 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
             )
         return {"images": pictures, "scatters": {"latent_space_scatter": scatter}}
 
-    final_metrics = None
+    evaluations = []  # Each: state -> {W&B key: float}, at the end of the run.
     if config.likelihood == "bernoulli" and config.binarize != "none":
         # A Bernoulli bound is a log-likelihood only of binary data: grey pixels get none.
         n = min(config.iwae_examples or len(dataset.test), len(dataset.test))
         test_x = jax.device_put(dataset.test.images[:n])
 
-        def final_metrics(state):
+        def likelihood_bounds(state):
             bounds = likelihood.vae_test_bounds(
                 state,
                 data.scale(test_x, steps.PIXEL_RANGE),
@@ -130,8 +137,32 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
                 "eval/iwae_examples": n,
             }
 
+        evaluations.append(likelihood_bounds)
+
+    prepare = None
+    if config.eval_samples:
+        # Samples are compared with the real (not binarized) test images: a Bernoulli VAE's
+        # decoded means estimate the grey levels that the binarization draws from.
+        raw = None if config.binarize == "none" else functools.partial(_raw_test, config)
+        quality = classifier.SampleQuality(config, dataset, real_test=raw)
+        prepare = quality.prepare
+
+        def sample_quality(state):
+            def sample(i):
+                key = jax.random.fold_in(keys.evaluation, i)
+                return steps.generate(state, key, classifier.EVAL_BATCH)
+
+            return quality(sample, steps.PIXEL_RANGE)
+
+        evaluations.append(sample_quality)
+
+    def evaluate(state):
+        return {k: v for fn in evaluations for k, v in fn(state).items()}
+
     init_state = functools.partial(steps.create_state, model, config.learning_rate, config.beta)
-    return loop.Trial(config, init_state, media, final_metrics, early_stop)
+    return loop.Trial(
+        config, init_state, media, evaluate if evaluations else None, early_stop, prepare
+    )
 
 
 def comparison(config: VAEConfig, state, dataset: data.Dataset):

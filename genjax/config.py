@@ -94,12 +94,25 @@ def _at_least_two(config, *names: str) -> None:
             raise ConfigError(f"--{name}={value}: must be at least 2")
 
 
+def _check_sample_quality(config) -> None:
+    """The fields of experiments that report eval/fid, eval/precision and eval/recall."""
+    if config.eval_samples != 0 and config.eval_samples < MIN_EVAL_SAMPLES:
+        raise ConfigError(
+            f"--eval_samples={config.eval_samples}: use 0 (no FID, precision or recall) or at "
+            f"least {MIN_EVAL_SAMPLES} (the covariance fit and the k-nearest-neighbour balls "
+            "need several images; the literature uses 10000)"
+        )
+
+
 def _non_negative(config: BaseConfig, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if value < 0:
             raise ConfigError(f"--{name}={value}: must be 0 or more")
 
+
+# The fewest images eval/fid, eval/precision and eval/recall are computed from.
+MIN_EVAL_SAMPLES = 10
 
 C = TypeVar("C")  # A config dataclass with a validate() method.
 
@@ -227,6 +240,9 @@ class VAEConfig(EpochConfig):
     iwae_chunk: int = 100  # Samples drawn at once; memory ~ iwae_batch * iwae_chunk decodes.
     iwae_batch: int = 100
     iwae_examples: int = 0  # Test images evaluated; 0 = the whole test split.
+    # Generated and test images behind eval/fid, eval/precision, eval/recall at the end; 0 = off.
+    eval_samples: int = 10000
+    feature_net: str = ""  # The FID feature network's workdir; "" = runs/feature_nets/<dataset>.
 
     def validate(self) -> None:
         super().validate()
@@ -245,6 +261,7 @@ class VAEConfig(EpochConfig):
         _non_negative(self, "interpolation_pairs", "iwae_examples")
         if self.beta < 0:
             raise ConfigError(f"--beta={self.beta}: must be 0 or more")
+        _check_sample_quality(self)
         if self.iwae_samples % self.iwae_chunk:
             raise ConfigError(
                 f"--iwae_samples={self.iwae_samples} must be a multiple of "
@@ -267,10 +284,17 @@ class DCGANConfig(BaseConfig):
     # How iterations between image points run: "loop" = one jitted call each (XLA:CPU runs
     # convolutions inside lax.scan very slowly), "scan" = fused; "auto" = loop on CPU only.
     fuse: Literal["auto", "scan", "loop"] = "auto"
+    # Iterations between eval/fid, eval/precision, eval/recall (also at the end), from
+    # eval_samples generated and test images; eval_samples 0 = no evaluation.
+    eval_interval: int = 1000
+    eval_samples: int = 10000
+    feature_net: str = ""  # The FID feature network's workdir; "" = runs/feature_nets/<dataset>.
 
     def validate(self) -> None:
         super().validate()
         _positive(self, "iterations", "latent_dim", "gen_interval", "log_interval")
+        _positive(self, "eval_interval")
+        _check_sample_quality(self)
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
 

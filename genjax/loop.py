@@ -27,8 +27,8 @@ from genjax.wandb_logging import Run, agent_run
 
 # Pictures at a log point: {"images": {key: array or (array, caption)}, "scatters": {...}}.
 MediaFn = Callable[[Any, int], Mapping[str, Mapping[str, Any]]]
-# Costly end-of-run figures (likelihood bounds, FID): state -> {W&B key: float}.
-FinalMetricsFn = Callable[[Any], Mapping[str, float]]
+# Costly figures (likelihood bounds, FID) at evaluation points: state -> {W&B key: float}.
+EvaluateFn = Callable[[Any], Mapping[str, float]]
 
 
 class TrainingStopped(RuntimeError):
@@ -206,13 +206,20 @@ EarlyStopFn = Callable[[int, Mapping[str, float]], bool]
 
 @dataclasses.dataclass(frozen=True)
 class Trial:
-    """One run's own parts: its config, how to build its initial state, and its pictures."""
+    """One run's own parts: its config, how to build its initial state, and its pictures.
+
+    evaluate: figures at evaluation points (the end of an epoch-trained run; every
+    eval_interval iterations and the end of the GAN), logged with that point's row.
+    prepare: what evaluate needs and may take long to make (the FID feature network, trained
+    once if missing): called after the workdir and checkpoint checks, before W&B starts.
+    """
 
     config: BaseConfig
     init_state: Callable[[jax.Array], Any]
     media: MediaFn
-    final_metrics: FinalMetricsFn | None = None
+    evaluate: EvaluateFn | None = None
     early_stop: EarlyStopFn | None = None
+    prepare: Callable[[], None] | None = None
 
 
 @dataclasses.dataclass
@@ -384,6 +391,9 @@ def run_vectorized(
         if not opened:
             return summaries
         _align_steps(opened)
+        for o in opened:
+            if o.trial.prepare is not None:
+                o.trial.prepare()
     except BaseException:
         for o in opened:
             o.checkpoints.close()
@@ -479,9 +489,12 @@ class Experiment:
         family, trainer = self.family(configs[0]), self.trainer(configs[0], dataset)
         return run_vectorized(trials, family, dataset, trainer)
 
-    def restore(self, workdir: str | os.PathLike) -> tuple[Any, Any, data.Dataset]:
+    def restore(
+        self, workdir: str | os.PathLike, dataset: data.Dataset | None = None
+    ) -> tuple[Any, Any, data.Dataset]:
         """(config, state, dataset) of a run's latest checkpoint, without training.
 
+        dataset: the run's data when the caller has it loaded already (else loaded here).
         Safe beside a live trainer: the checkpoints are opened read-only.
         """
         workdir = Path(workdir)
@@ -496,7 +509,8 @@ class Experiment:
                 )
             known = {f.name for f in dataclasses.fields(self.config_cls)}
             config = self.config_cls(**{k: v for k, v in record["config"].items() if k in known})
-            dataset = self.load_data(config)
+            if dataset is None:
+                dataset = self.load_data(config)
             template = self.trial(config, dataset, None).init_state(run_keys(config.seed).init)
             state, _ = checkpoints.restore(template)
         finally:

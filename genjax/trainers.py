@@ -123,10 +123,10 @@ class EpochTrainer:
                     trial_state = _trial_state(state, i, vectorized)
                     stop = ctx.ask_early_stop(epoch + 1, metrics)  # Sees every epoch's row.
                     last = epoch + 1 == config.epochs or stop
-                    final_metrics = ctx.trial.final_metrics
-                    if last and final_metrics is not None and not ctx.stopped_early:
+                    evaluate = ctx.trial.evaluate
+                    if last and evaluate is not None and not ctx.stopped_early:
                         # Logged with the last epoch, so they share its W&B step.
-                        metrics |= {k: float(v) for k, v in final_metrics(trial_state).items()}
+                        metrics |= {k: float(v) for k, v in evaluate(trial_state).items()}
                         scalars = {k: v for k, v in metrics.items() if "/" in k}
                         if not _finite(ctxs, i, scalars, "", step):
                             ended[i] = True
@@ -193,10 +193,10 @@ SegmentFn = Callable[[Any, int, int, Callable[[], bool]], tuple[Any, Mapping[str
 
 
 class IterationTrainer:
-    """Iterations in segments that end at image points (every `image_interval`) and at
-    checkpoint points; every iteration's metrics come back with its segment and are logged
-    afterwards, one W&B step per logged iteration, so per-iteration logging costs no
-    per-iteration host round trip.
+    """Iterations in segments that end at image points (every `image_interval`), evaluation
+    points (every `eval_interval`, when the trial evaluates) and checkpoint points; every
+    iteration's metrics come back with its segment and are logged afterwards, one W&B step
+    per logged iteration, so per-iteration logging costs no per-iteration host round trip.
     """
 
     def __init__(
@@ -207,18 +207,24 @@ class IterationTrainer:
         run_segment: SegmentFn,
         report_line: Callable[[int, Mapping[str, float]], str] | None = None,
         checkpoint_interval: int = 0,
+        eval_interval: int = 0,
     ):
         self.total_steps = total_steps
         self.checkpoint_interval = checkpoint_interval
         self.image_interval = image_interval
+        self.eval_interval = eval_interval
         self.log_interval = log_interval
         self.run_segment = run_segment
         self.report_line = report_line
 
+    def _is_point(self, n: int, every: int) -> bool:
+        return n == self.total_steps or bool(every) and n % every == 0
+
     def segments(self, start: int) -> list[tuple[int, int]]:
-        """(start, length) segments from `start`: edges at image and checkpoint points."""
+        """(start, length) segments from `start`: edges at image, evaluation and checkpoint
+        points."""
         edges = {self.total_steps}
-        for every in (self.image_interval, self.checkpoint_interval):
+        for every in (self.image_interval, self.eval_interval, self.checkpoint_interval):
             if every:
                 edges |= set(range(every, self.total_steps, every))
         edges = sorted(x for x in edges if x > start)
@@ -236,6 +242,7 @@ class IterationTrainer:
         (ctx,) = ctxs
         step = int(state.step)
         last_metrics: dict[str, float] = {}
+        last_eval: dict[str, float] = {}  # Goes into summary.json with the final row.
         summary: dict[str, Any] = {}
         with _bar(ctx, self.total_steps, step) as bar:
             for start, length in self.segments(step):
@@ -254,10 +261,15 @@ class IterationTrainer:
                     row = {f"train/{k}": float(v[i]) for k, v in seg.items()}
                     if n % self.log_interval == 0 or n == step:
                         last_metrics = row
-                        pictures = None
-                        if n == step and (n % self.image_interval == 0 or n == self.total_steps):
+                        pictures, figures = None, {}
+                        if n == step and self._is_point(n, self.image_interval):
                             pictures = ctx.trial.media(state, n)
-                        ctx.log(n, {**row, "iteration": n}, pictures)
+                        evaluate = ctx.trial.evaluate
+                        if n == step and evaluate and self._is_point(n, self.eval_interval):
+                            figures = {k: float(v) for k, v in evaluate(state).items()}
+                            check_finite(figures, "", n)
+                            last_eval = figures
+                        ctx.log(n, {**row, **figures, "iteration": n}, pictures)
                         ctx.ask_early_stop(n, row)
                 if self.report_line is not None:
                     line = self.report_line(step, last_metrics)
@@ -266,7 +278,8 @@ class IterationTrainer:
                         tqdm.write(line, file=sys.stderr)
                 done = step == self.total_steps or ctx.stopped_early
                 if done:
-                    summary = ctx.write_summary({**last_metrics, "iteration": step}, state)
+                    final = {**last_metrics, **last_eval, "iteration": step}
+                    summary = ctx.write_summary(final, state)
                 ctx.save(step, state)
                 if done:
                     break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -12,7 +13,11 @@ from pathlib import Path
 # (they inherit the environment): the same programs (a DCGAN step, the fused autoencoder
 # steps) are otherwise compiled again by every test and every resumed process. Set before
 # jax is imported; only compiles over a second are stored.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="genjax-xla-cache-"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="genjax-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+else:
+    _OWN_CACHE = None  # A pytest-xdist worker: the controller made it and removes it.
 
 import numpy as np
 import pytest
@@ -55,6 +60,28 @@ def real_fashion_mnist() -> data.Dataset:
     return data.load_dataset("fashion_mnist", source="idx")
 
 
+@pytest.fixture(scope="session")
+def feature_net(tmp_path_factory) -> Path:
+    """A small trained FID feature network (experiments.classifier, 20 steps on 1,000 real
+    images): enough for the evaluation's code paths, made once per test process."""
+    from experiments import classifier
+
+    folder = tmp_path_factory.mktemp("feature_net")
+    small = write_idx_dataset(folder / "data", n_train=1000, n_test=200)
+    flags = [
+        f"--data_dir={small}",
+        "--data_source=idx",
+        f"--workdir={folder / 'net'}",
+        "--epochs=1",
+        "--batch_size=50",
+        "--latent_points=100",
+        "--wandb_mode=disabled",
+        "--progress=false",
+    ]
+    assert classifier.main(flags) == 0
+    return folder / "net"
+
+
 @pytest.fixture
 def wandb_home(tmp_path, monkeypatch):
     """No W&B key and no ~/.netrc: W&B as a new user without `wandb login` has it."""
@@ -71,3 +98,9 @@ def wandb_home(tmp_path, monkeypatch):
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The compilation cache lives as long as the test session (the controller's, with xdist)."""
+    if _OWN_CACHE is not None and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)

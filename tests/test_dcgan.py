@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import dcgan as dcgan_experiment
+from experiments import evaluate as evaluate_main
 from genjax import wandb_logging
 from genjax.models.dcgan import Discriminator, Generator, upsample2
 from genjax.steps import dcgan as steps
@@ -176,13 +177,16 @@ KEYS = [
 
 
 @pytest.mark.slow
-def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys):
+def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys, feature_net):
     workdir = tmp_path / "gan"
     argv = [
         f"--workdir={workdir}",
         "--wandb_mode=offline",
         "--iterations=6",
         "--gen_interval=3",
+        "--eval_interval=4",
+        "--eval_samples=120",
+        f"--feature_net={feature_net}",
         "--batch_size=16",
         "--progress=false",
     ]
@@ -203,6 +207,22 @@ def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys):
     assert summary["train/generator_loss"] == history[-1]["train/generator_loss"]
     err = capsys.readouterr().err
     assert "3 [D loss: " in err and "6 [D loss: " in err and "%] [G loss: " in err
+    # FID, precision and recall every eval_interval and at the end, in W&B and summary.json.
+    with_fid = [h["_step"] for h in history if "eval/fid" in h]
+    assert with_fid == [4, 6]
+    for h in history[3], history[5]:
+        assert 0 < h["eval/fid"] < 1e4 and 0 <= h["eval/precision"] <= 1
+        assert 0 <= h["eval/recall"] <= 1 and h["eval/samples"] == 120
+    for key in ("eval/fid", "eval/precision", "eval/recall", "eval/feature_net_accuracy"):
+        assert summary[key] == history[5][key] == back["summary"][key], key
+    assert history[3]["eval/fid"] != history[5]["eval/fid"]  # The generator moved.
+    # experiments.evaluate: the same figures from the checkpoint, without training.
+    assert evaluate_main.main([f"--workdir={workdir}", "--progress=false"]) == 0
+    evaluated = json.loads((workdir / "evaluation.json").read_text())
+    for key in ("eval/fid", "eval/precision", "eval/recall"):
+        assert evaluated[key] == pytest.approx(summary[key], rel=1e-9), key
+    assert evaluated["step"] == 6
+    assert f"dcgan run {workdir} at step 6" in capsys.readouterr().out
 
 
 def test_gen_interval_zero_is_refused(capsys):
@@ -222,6 +242,7 @@ def test_resumed_gan_run_ends_bitwise_identical(wandb_home, tmp_path):
             f"--iterations={iterations}",
             "--gen_interval=3",
             "--batch_size=16",
+            "--eval_samples=0",
             "--progress=false",
         ]
         assert dcgan_experiment.main(argv) == 0
@@ -257,6 +278,7 @@ def test_sigterm_stops_within_an_image_interval_with_a_checkpoint(tmp_path):
             "--iterations=5000",
             "--gen_interval=1000",
             "--batch_size=16",
+            "--eval_samples=0",
             "--wandb_mode=disabled",
             "--progress=false",
         ],

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +13,12 @@ import pytest
 import scipy.linalg
 
 from experiments import classifier as classifier_experiment
-from genjax import data
+from experiments import dcgan as dcgan_experiment
+from experiments import evaluate as evaluate_main
+from genjax import data, images, loop
+from genjax.config import ConfigError, DCGANConfig
 from genjax.evaluation import fid as fid_lib
+from genjax.evaluation import sample_quality
 from genjax.evaluation.precision_recall import precision_recall
 from genjax.models.classifier import FEATURE_DIM, Classifier
 from genjax.steps import classifier as steps
@@ -114,3 +122,86 @@ def test_a_trained_classifier_gives_small_fid_to_real_data_and_large_to_noise(tm
     assert precision > 0.5 and recall > 0.5
     noise_precision, noise_recall = precision_recall(test, noise)
     assert noise_precision < precision - 0.3 and noise_recall < 0.05
+
+
+def test_quantize_rounds_on_the_device_as_the_host_does():
+    rng = np.random.default_rng(5)
+    for pixel_range in ((0.0, 1.0), (-1.0, 1.0)):
+        lo, hi = pixel_range
+        x = rng.uniform(lo - 0.1, hi + 0.1, (64, 28, 28, 1)).astype(np.float32)
+        x[0, 0, 0, 0] = lo + (hi - lo) * 0.5 / 255  # A tie: both round half to even.
+        got = np.asarray(sample_quality.quantize(jnp.asarray(x), pixel_range))
+        np.testing.assert_array_equal(got, images.to_uint8(x, pixel_range))
+
+
+def test_generated_images_take_the_same_path_as_real_ones():
+    """A 'generator' that returns the test images scores FID 0 and precision = recall = 1."""
+    state = steps.create_state(Classifier(), 1e-3, (28, 28, 1), jax.random.key(0))
+    feature_fn = functools.partial(steps.features, state)
+    real = np.random.default_rng(6).integers(0, 256, (130, 28, 28, 1), np.uint8)
+    real_features = sample_quality.features_of_uint8(feature_fn, real, batch_size=50)
+    assert real_features.shape == (130, FEATURE_DIM)
+
+    def sample(i):  # Batches of 50 in the DCGAN's [-1, 1]; the last one is cut to fit.
+        return data.scale(jnp.asarray(real[i * 50 : (i + 1) * 50]), (-1.0, 1.0))
+
+    generated = sample_quality.features_of_samples(feature_fn, sample, 130, 50, (-1.0, 1.0))
+    np.testing.assert_array_equal(generated, real_features)
+    scores = sample_quality.scores(sample_quality.Reference.of(real_features), generated)
+    assert scores["eval/fid"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["eval/precision"] == scores["eval/recall"] == 1.0
+
+
+@pytest.mark.slow
+def test_the_feature_network_is_trained_once_when_missing_then_reused(tmp_path, capsys):
+    small = write_idx_dataset(tmp_path / "data", n_train=640, n_test=100)
+    net_dir = tmp_path / "net"
+    config = DCGANConfig(
+        data_dir=str(small),
+        data_source="idx",
+        feature_net=str(net_dir),
+        wandb_mode="disabled",
+        progress=False,
+    )
+    net = classifier_experiment.feature_net(config)
+    assert "training it once (5 epochs" in capsys.readouterr().err
+    assert int(net.state.step) == 5 * (640 // 128)  # The default classifier settings.
+    summary = json.loads((net_dir / "summary.json").read_text())
+    assert net.accuracy == summary["val/accuracy"] > 0.3
+    assert "eval/fid_train_test" in summary  # The floor of eval/fid in this feature space.
+
+    classifier_experiment._LOADED.clear()  # As a new process would find it.
+    again = classifier_experiment.feature_net(config)
+    assert "training it once" not in capsys.readouterr().err
+    assert loop.tree_digest(again.state) == loop.tree_digest(net.state)
+    assert json.loads((net_dir / "summary.json").read_text()) == summary
+
+    classifier_experiment._LOADED.clear()
+    with pytest.raises(ConfigError, match="not a feature network of 'mnist'"):
+        classifier_experiment.feature_net(dataclasses.replace(config, dataset="mnist"))
+
+
+def test_too_few_or_too_many_eval_samples_are_refused_before_training(tmp_path, capsys):
+    small = write_idx_dataset(tmp_path / "data", n_train=64, n_test=40)
+    workdir = tmp_path / "gan"
+    common = [f"--data_dir={small}", "--data_source=idx", f"--workdir={workdir}"]
+    assert dcgan_experiment.main([*common, "--eval_samples=5"]) == 2
+    assert "--eval_samples=5: use 0" in capsys.readouterr().err
+    assert dcgan_experiment.main([*common, "--eval_samples=41"]) == 2
+    err = capsys.readouterr().err
+    assert "--eval_samples=41 is more than the 40 test images" in err
+    assert "--eval_samples=40 or fewer" in err
+    assert not workdir.exists()  # Refused before anything was made.
+
+
+def test_evaluating_what_is_not_a_run_is_a_clear_error(tmp_path, capsys, feature_net):
+    assert evaluate_main.main([f"--workdir={tmp_path}"]) == 2
+    assert "holds no checkpoints/" in capsys.readouterr().err
+    assert evaluate_main.main([]) == 2
+    assert "--workdir is required" in capsys.readouterr().err
+    # A feature network's own figures: real training images scored as a generator would be.
+    out = tmp_path / "floor.json"
+    assert evaluate_main.main([f"--workdir={feature_net}", f"--out={out}"]) == 0
+    floor = json.loads(out.read_text())
+    assert floor["experiment"] == "classifier"
+    assert 0 <= floor["eval/fid_train_test"] < 50 and floor["eval/recall_train_test"] > 0.3

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments import autoencoder
+from experiments import evaluate as evaluate_main
 from genjax import wandb_logging
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,18 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     assert summary["val/loss"] == history[1]["val/loss"]
     assert summary["config"]["epochs"] == 2 and summary["step"] == 80
     assert back["summary"]["val/loss"] == summary["val/loss"]
+    # The test reconstruction error, at the end only: the whole test split, per pixel.
+    assert "eval/recon_mse" not in history[0]
+    assert history[1]["eval/recon_mse"] == pytest.approx(summary["val/loss"], rel=1e-6)
+    assert summary["eval/recon_psnr"] == history[1]["eval/recon_psnr"]
+    assert 10 < summary["eval/recon_psnr"] < 40  # dB: -10 log10(per-image MSE), averaged.
+    # experiments.evaluate computes the same figures from the checkpoint.
+    assert evaluate_main.main([f"--workdir={workdir}", "--progress=false"]) == 0
+    evaluated = json.loads((workdir / "evaluation.json").read_text())
+    for key in ("eval/recon_mse", "eval/recon_psnr"):
+        assert evaluated[key] == pytest.approx(summary[key], rel=1e-6), key
+    assert evaluate_main.main([f"--workdir={workdir}", "--eval_samples=100"]) == 2
+    assert "--eval_samples: autoencoder runs have no samples" in capsys.readouterr().err
     for name in ("reconstructions.png", "latent_space.png"):
         assert (workdir / "images" / name).is_file()
 

@@ -233,6 +233,7 @@ def test_a_shape_change_against_an_existing_workdir_is_refused(small_data, tmp_p
             f"--workdir={workdir}",
             f"--data_dir={small_data}",
             "--data_source=idx",
+            "--eval_samples=0",
         ],
         cwd=ROOT,
         capture_output=True,

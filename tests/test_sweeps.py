@@ -324,6 +324,11 @@ def test_offline_sweep_of_three_trials_reads_back_and_resumes(
     table = json.loads((summary_dir / "files" / logged["sweep/trials.path"]).read_text())
     assert [row[:2] for row in table["data"]] == [[0, 2], [1, 10], [2, 100]]
     assert [row[2] for row in table["data"]] == pytest.approx([losses[i] for i in range(3)])
+    # The reconstruction error per latent size, from each trial's summary.json.
+    assert table["columns"][3:5] == ["eval/recon_mse", "eval/recon_psnr"]
+    for row, trial in zip(table["data"], state["trials"], strict=True):
+        summary = json.loads((Path(trial["workdir"]) / "summary.json").read_text())
+        assert row[3] == summary["eval/recon_mse"] and row[4] == summary["eval/recon_psnr"]
     picture = np.asarray(Image.open(workdir / "comparison.png"))
     assert picture.shape[0] > 4 * 28 and picture.shape[1] > 10 * 28  # Four rows of ten.
     assert f"*{best}" in out.replace(" ", "")  # The printed table marks the best trial.
@@ -343,7 +348,7 @@ def test_vectorized_trials_match_the_same_trials_one_at_a_time(tmp_path, small_d
         },
     )
     path = _write(tmp_path, spec)
-    flags = _trial_flags(small_data, hidden_dim=64, steps_per_dispatch=4)
+    flags = _trial_flags(small_data, hidden_dim=64, steps_per_dispatch=4, eval_samples=0)
     results = {}
     for mode in ("one_at_a_time", "vectorized"):
         workdir = tmp_path / mode

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import evaluate as evaluate_main
 from experiments import vae as vae_experiment
 from experiments import vae_sample
 from genjax import losses, wandb_logging
@@ -212,7 +213,7 @@ IMAGES = [
 
 
 @pytest.mark.slow
-def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys):
+def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys, feature_net):
     workdir = tmp_path / "vae"
     argv = [
         f"--workdir={workdir}",
@@ -225,6 +226,8 @@ def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys):
         "--iwae_samples=20",
         "--iwae_chunk=10",
         "--iwae_examples=200",
+        "--eval_samples=150",
+        f"--feature_net={feature_net}",
         "--progress=false",
     ]
     assert vae_experiment.main(argv) == 0
@@ -250,6 +253,14 @@ def test_end_to_end_run_reads_back_with_every_key(wandb_home, tmp_path, capsys):
     assert 50 < last["eval/iwae_nll"] < 600
     assert summary["eval/iwae_nll"] == last["eval/iwae_nll"]
     assert summary["eval/iwae_samples"] == 20
+    # The FID of its samples beside the likelihood (against the unbinarized test images).
+    assert "eval/fid" not in history[0]
+    assert 0 < last["eval/fid"] < 1e4 and 0 <= last["eval/recall"] <= 1
+    assert summary["eval/fid"] == last["eval/fid"] and summary["eval/samples"] == 150
+    assert evaluate_main.main([f"--workdir={workdir}", "--progress=false"]) == 0
+    evaluated = json.loads((workdir / "evaluation.json").read_text())
+    for key in ("eval/fid", "eval/precision", "eval/recall", "eval/iwae_nll"):
+        assert evaluated[key] == pytest.approx(summary[key], rel=1e-6), key
 
     # Generation without retraining, from the checkpoint; the same seed, the same picture.
     out1, out2 = tmp_path / "a.png", tmp_path / "b.png"
@@ -272,6 +283,7 @@ def test_report_defaults_log_no_likelihood_and_no_manifold_above_2d(wandb_home, 
         "--steps_per_epoch=20",
         "--latent_dim=3",
         "--latent_points=300",
+        "--eval_samples=0",
         "--progress=false",
     ]
     assert vae_experiment.main(argv) == 0

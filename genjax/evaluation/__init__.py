@@ -1,1 +1,1 @@
-"""Numbers, not pictures: likelihood bounds (and, later, FID and precision/recall)."""
+"""Numbers, not pictures: likelihood bounds, FID and improved precision/recall."""

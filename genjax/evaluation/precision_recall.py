@@ -59,9 +59,15 @@ def coverage(queries, points, radii, block: int = 1000) -> float:
     return float(np.mean(np.concatenate([np.asarray(i) for i in inside])))
 
 
-def precision_recall(real, generated, k: int = 3, block: int = 1000) -> tuple[float, float]:
-    """(precision, recall) of generated features [M, D] against real features [N, D]."""
-    real_radii = kth_neighbour_radii(real, k, block)
+def precision_recall(
+    real, generated, k: int = 3, block: int = 1000, real_radii=None
+) -> tuple[float, float]:
+    """(precision, recall) of generated features [M, D] against real features [N, D].
+
+    real_radii: kth_neighbour_radii(real, k), when the caller keeps it across evaluations.
+    """
+    if real_radii is None:
+        real_radii = kth_neighbour_radii(real, k, block)
     generated_radii = kth_neighbour_radii(generated, k, block)
     precision = coverage(generated, real, real_radii, block)
     recall = coverage(real, generated, generated_radii, block)
