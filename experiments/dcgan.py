@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments import classifier
-from genjax import cli, data, images, loop
+from genjax import cli, data, images, loop, sharding
 from genjax.config import DCGANConfig, parse_flags
 from genjax.models.dcgan import Discriminator, Generator
 from genjax.steps import dcgan as steps
@@ -69,6 +69,7 @@ def trainer(config: DCGANConfig, dataset: data.Dataset) -> IterationTrainer:
     if fuse == "auto":
         fuse = "loop" if jax.default_backend() == "cpu" else "scan"
     train_images = data.to_device(dataset.train).images
+    several_devices = sharding.count() > 1
 
     def run_segment(state, start, length, should_stop):
         if fuse == "scan":
@@ -80,6 +81,10 @@ def trainer(config: DCGANConfig, dataset: data.Dataset) -> IterationTrainer:
         for _ in range(length):
             state, m = bound.train_step(state, train_images, keys.step, keys.data)
             rows.append(m)
+            if several_devices:
+                # Back-to-back cross-device dispatches can abort XLA:CPU's collectives
+                # (a rendezvous timeout); waiting for each iteration costs little here.
+                jax.block_until_ready(m)
             if should_stop():
                 break
         return state, {k: jnp.stack([r[k] for r in rows]) for k in rows[0]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from genjax import sharding
 from genjax.checkpoint import CheckpointError
 from genjax.config import ConfigError
 from genjax.data import DataError
@@ -20,6 +21,7 @@ def main(run: Callable[[], object]) -> int:
     exits 128 + its number after the checkpoint is saved.
     """
     try:
+        sharding.initialize()
         run()
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

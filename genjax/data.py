@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import sharding
+
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 IDX_FILES = {
@@ -371,7 +373,9 @@ class DeviceSplit:
 
 
 def to_device(split: Split) -> DeviceSplit:
-    return DeviceSplit(jax.device_put(split.images), jax.device_put(split.labels))
+    """The split on every device (replicated over a data-parallel mesh)."""
+    on_device = (jax.device_put(split.images), jax.device_put(split.labels))
+    return DeviceSplit(*sharding.replicate(on_device))
 
 
 def epoch_permutation(data_key: jax.Array, epoch: jax.Array | int, n: int) -> jax.Array:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from genjax import data, images
+from genjax import data, images, sharding
 from genjax.checkpoint import CheckpointError, Checkpoints, check_compatible
 from genjax.config import BaseConfig, ConfigError
 from genjax.steps import state as state_lib
@@ -132,6 +132,7 @@ def steps_per_epoch(config, num_train: int) -> int:
             f"--batch_size={config.batch_size} is larger than the training split "
             f"({num_train} examples); use a smaller batch"
         )
+    sharding.check_batch(config.batch_size)
     full = num_train // config.batch_size
     cap = getattr(config, "steps_per_epoch", 0)  # Only epoch-trained experiments cap it.
     return min(full, cap) if cap else full
@@ -411,7 +412,9 @@ def run_vectorized(
                         "experiment": family.name,
                         "data_source": dataset.source,
                     },
-                    mode=config.wandb_mode,
+                    # Several hosts: one W&B run, from the first (the others' metrics are
+                    # the same global numbers).
+                    mode=config.wandb_mode if sharding.is_main_process() else "disabled",
                     project=config.wandb_project,
                     entity=config.wandb_entity,
                     name=config.wandb_name,
@@ -434,6 +437,8 @@ def run_vectorized(
                 state = state_lib.stack([o.state for o in opened])
             else:
                 state = opened[0].state
+            state = sharding.replicate(state)  # Parameters and optimizer on every device.
+            print(f"{family.name}: training on {sharding.describe()}", file=sys.stderr)
             results = trainer(ctxs, state, vectorized)
     except Interrupted as e:
         for w in wandb_runs:

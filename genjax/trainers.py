@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from genjax import data
+from genjax import data, sharding
 from genjax.loop import NonFiniteError, RunContext, check_finite, steps_per_epoch
 from genjax.steps import fused
 from genjax.steps import state as state_lib
@@ -41,6 +41,7 @@ class EpochTrainer:
     def __init__(self, config, dataset: data.Dataset):
         self.config = config
         self.per_epoch = steps_per_epoch(config, len(dataset.train))  # Checks the batch size.
+        sharding.check_batch(min(config.eval_batch_size, len(dataset.test)), "--eval_batch_size")
         self.total_steps = config.epochs * self.per_epoch
 
     def __call__(

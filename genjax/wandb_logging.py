@@ -17,11 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import wandb
 
 from genjax.images import Scatter
 
 DEFAULT_HOST = "api.wandb.ai"
+
+
+def _wandb():
+    """wandb, imported when a run starts: it takes about a second and brings OpenTelemetry,
+    which commands that never log (the benchmark) do without."""
+    import wandb
+
+    return wandb
 
 
 def _notice(message: str) -> None:
@@ -104,7 +111,7 @@ class Run:
 
     @staticmethod
     def _init(mode: str, init_timeout: float, kwargs: dict[str, Any]):
-        settings = wandb.Settings(
+        settings = _wandb().Settings(
             mode=mode,
             init_timeout=init_timeout,
             # Our progress bar owns the terminal; W&B's console capture would duplicate it.
@@ -115,7 +122,7 @@ class Run:
             # every second bounds that loss.
             x_transaction_log_flush_interval=1.0,
         )
-        return wandb.init(settings=settings, **kwargs)
+        return _wandb().init(settings=settings, **kwargs)
 
     @property
     def id(self) -> str:
@@ -154,19 +161,19 @@ class Run:
         payload: dict[str, Any] = dict(scalars or {})
         try:
             for key, (columns, rows) in (tables or {}).items():
-                payload[key] = wandb.Table(columns=list(columns), data=[list(r) for r in rows])
+                payload[key] = _wandb().Table(columns=list(columns), data=[list(r) for r in rows])
             for key, value in (images or {}).items():
                 array, caption = value if isinstance(value, tuple) else (value, None)
-                payload[key] = wandb.Image(np.asarray(array), caption=caption)
+                payload[key] = _wandb().Image(np.asarray(array), caption=caption)
             for key, sc in (scatters or {}).items():
-                table = wandb.Table(
+                table = _wandb().Table(
                     columns=["x", "y", "label"],
                     data=[
                         [float(x), float(y), str(lab)]
                         for (x, y), lab in zip(sc.xy, sc.labels, strict=True)
                     ],
                 )
-                payload[key] = wandb.plot.scatter(table, "x", "y", title=sc.title)
+                payload[key] = _wandb().plot.scatter(table, "x", "y", title=sc.title)
             self._run.log(payload, step=step)
         except Exception as e:  # A logging failure must not end a training run.
             if not self._failed_once:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from genjax import data
+from genjax import data, sharding
 from genjax.models.dcgan import Discriminator, Generator
 
 PIXEL_RANGE = (-1.0, 1.0)  # The generator ends in tanh.
@@ -121,6 +121,7 @@ class GANSteps:
         idx = self.batch_indices(sample_key, data_key, state.step, images.shape[0])
         real = data.scale(images[idx], PIXEL_RANGE)
         z = jax.random.normal(noise_key, (self.batch_size, self.latent_dim))
+        real, z = sharding.constrain_batch((real, z))  # Each device its slice of both.
         return real, z, (real_key, fake_key, g_drop_key)
 
     def discriminator_phase(self, state: GANState, real, z, real_key, fake_key):

@@ -14,14 +14,17 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from genjax import data
+from genjax import data, sharding
 
 TrainStep = Callable
 EvalStep = Callable
 
 
 def _batch(images, labels, idx, pixel_range):
-    return {"image": data.scale(images[idx], pixel_range), "label": labels[idx]}
+    # Over several devices each takes its slice of the batch; the gathered images come
+    # from the split replicated on every device.
+    batch = {"image": data.scale(images[idx], pixel_range), "label": labels[idx]}
+    return sharding.constrain_batch(batch)
 
 
 def _train_steps(

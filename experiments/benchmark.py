@@ -1,0 +1,377 @@
+"""Training speed of genjax's models, timed on the code path their experiments run.
+
+    python -m experiments.benchmark                          # every model, batch 32 and 128
+    python -m experiments.benchmark --models=dcgan --batch_sizes=32 --seconds=60
+
+Each (model, batch size) case runs in its own process, so that its compile time and peak
+host memory are its own: the autoencoder and the VAE as EpochTrainer runs them
+(fused.train_steps, --steps_per_dispatch steps per dispatch, metrics fetched after each), the
+DCGAN as its experiment's trainer runs it (run_segment over --gen_interval iterations: one
+jitted call per iteration on CPU, one lax.scan elsewhere), all on the full training split
+held on the device. Reported per case: training steps per second and images per second
+(steady state, after the first dispatch), compile time (the first dispatch's time minus a
+steady one), peak host memory (the process's maximum resident set), FLOPs per step
+(genjax/flops.py: the matmuls and convolutions of one jitted step, counted from its jaxpr),
+achieved GFLOP/s and its share of this machine's float32 matmul peak, measured first with
+one large jitted matmul. Prints a table and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from genjax import cli, data, flops, loop
+from genjax.config import ConfigError, parse_flags
+from genjax.steps import fused
+
+MODELS = ("autoencoder", "vae", "dcgan")
+# Framework -> (the module that must be importable, how to install it, whether genjax has
+# its versions of the models yet).
+FRAMEWORKS = {
+    "keras": ("tensorflow", "pip install tensorflow-cpu keras (GPU: tensorflow)", True),
+    "torch": ("torch", "pip install torch", False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+    models: str = ",".join(MODELS)  # Comma-separated.
+    batch_sizes: str = "32,128"  # Comma-separated; every model at each.
+    seconds: float = 20.0  # Steady-state time per case (at least two dispatches).
+    matmul_size: int = 4096  # n of the n x n x n float32 matmul that measures the peak.
+    # Steps per timed dispatch; 0 = the experiments' defaults (steps_per_dispatch 500 for the
+    # autoencoder and VAE, gen_interval 50 for the DCGAN).
+    dispatch_steps: int = 0
+    dataset: str = "fashion_mnist"
+    data_dir: str = ""
+    data_source: str = "auto"
+    out: str = ""  # "" = runs/benchmark/<backend>.json
+    # Also time the same models in other frameworks, where installed: "keras" (TensorFlow
+    # backend, the report's), "torch"; comma-separated. Their ratios are printed.
+    compare: str = ""
+    case: str = ""  # Internal: "model:batch" runs one case in this process, prints JSON.
+
+    def compare_list(self) -> list[str]:
+        return [c for c in self.compare.split(",") if c]
+
+    def model_list(self) -> list[str]:
+        return [m for m in self.models.split(",") if m]
+
+    def batch_list(self) -> list[int]:
+        try:
+            return [int(b) for b in self.batch_sizes.split(",") if b]
+        except ValueError:
+            raise ConfigError(
+                f"--batch_sizes={self.batch_sizes}: expected integers separated by commas"
+            ) from None
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.model_list()) - set(MODELS))
+        if unknown or not self.model_list():
+            raise ConfigError(
+                f"--models={self.models}: choose from {', '.join(MODELS)} (comma-separated)"
+            )
+        if not self.batch_list() or min(self.batch_list()) < 1:
+            raise ConfigError(f"--batch_sizes={self.batch_sizes}: positive integers, please")
+        if not self.seconds > 0:
+            raise ConfigError(f"--seconds={self.seconds}: must be positive")
+        if self.dispatch_steps < 0:
+            raise ConfigError(f"--dispatch_steps={self.dispatch_steps}: must be 0 or more")
+        if self.matmul_size < 1:
+            raise ConfigError(f"--matmul_size={self.matmul_size}: must be at least 1")
+        unknown = sorted(set(self.compare_list()) - set(FRAMEWORKS))
+        if unknown:
+            raise ConfigError(
+                f"--compare={self.compare}: choose from {', '.join(FRAMEWORKS)} (comma-separated)"
+            )
+        if self.out and not self.out.endswith(".json"):
+            raise ConfigError(f"--out={self.out}: must name a .json file")
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def matmul_peak(n: int, seconds: float = 3.0) -> float:
+    """This machine's float32 matmul ceiling in GFLOP/s: one n x n x n jitted product."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    product = jax.jit(jnp.dot)
+    product(a, b).block_until_ready()
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < seconds:
+        product(a, b).block_until_ready()
+        calls += 1
+    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
+
+
+def _timed(dispatch, seconds: float) -> tuple[float, float, int]:
+    """(first dispatch's seconds, steady seconds per dispatch, steady dispatches)."""
+    start = time.perf_counter()
+    dispatch()
+    first = time.perf_counter() - start
+    calls, start = 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - start < seconds:
+        dispatch()
+        calls += 1
+    return first, (time.perf_counter() - start) / calls, calls
+
+
+def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
+    from experiments import autoencoder, vae
+
+    experiment = {"autoencoder": autoencoder.EXPERIMENT, "vae": vae.EXPERIMENT}[name]
+    overrides = {"eval_samples": 0} if name == "vae" else {}
+    run_config = experiment.config_cls(
+        batch_size=batch,
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        data_source=config.data_source,
+        wandb_mode="disabled",
+        progress=False,
+        **overrides,
+    )
+    dataset = experiment.load_data(run_config)
+    family = experiment.family(run_config)
+    keys = loop.run_keys(run_config.seed)
+    state = experiment.trial(run_config, dataset, None).init_state(keys.init)
+    split = data.to_device(dataset.train)
+    per_epoch = loop.steps_per_epoch(run_config, len(split))
+    num_steps = min(_steps_per_dispatch(name, config), per_epoch)
+    static = dict(
+        train_step=family.train_step,
+        num_steps=num_steps,
+        batch_size=batch,
+        pixel_range=family.pixel_range,
+    )
+    box = {"state": state}
+
+    def dispatch():  # As EpochTrainer: one fused dispatch, then its metrics on the host.
+        box["state"], metrics = fused.train_steps(
+            box["state"],
+            split.images,
+            split.labels,
+            keys.step,
+            keys.data,
+            jnp.int32(0),
+            jnp.int32(0),
+            **static,
+        )
+        jax.device_get(metrics)
+
+    first, per_dispatch, calls = _timed(dispatch, config.seconds)
+    example = {
+        "image": jnp.zeros((batch, *dataset.info.image_shape), jnp.float32),
+        "label": jnp.zeros((batch,), jnp.int32),
+    }
+    step_flops = flops.count(family.train_step, box["state"], example, keys.step)
+    return _row(name, batch, num_steps, first, per_dispatch, calls, step_flops)
+
+
+def _dcgan_case(batch: int, config: BenchmarkConfig) -> dict:
+    from experiments import dcgan
+    from genjax.config import DCGANConfig
+    from genjax.steps import dcgan as gan_steps
+
+    run_config = DCGANConfig(
+        batch_size=batch,
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        data_source=config.data_source,
+        wandb_mode="disabled",
+        progress=False,
+        eval_samples=0,
+    )
+    dataset = dcgan.load_data(run_config)
+    keys = loop.run_keys(run_config.seed)
+    state = dcgan.trial(run_config, dataset, None).init_state(keys.init)
+    trainer = dcgan.trainer(run_config, dataset)
+    length = _steps_per_dispatch("dcgan", config)
+    box = {"state": state, "start": 0}
+
+    def dispatch():  # As IterationTrainer: one segment, then its metrics on the host.
+        box["state"], metrics = trainer.run_segment(
+            box["state"], box["start"], length, lambda: False
+        )
+        jax.device_get(metrics)
+        box["start"] += length
+
+    first, per_dispatch, calls = _timed(dispatch, config.seconds)
+    bound = gan_steps.GANSteps(run_config.latent_dim, batch, run_config.sampling)
+    images = data.to_device(dataset.train).images
+    step_flops = flops.count(bound.iteration, box["state"], images, keys.step, keys.data)
+    return _row("dcgan", batch, length, first, per_dispatch, calls, step_flops)
+
+
+def _row(name, batch, steps_per_dispatch, first, per_dispatch, calls, step_flops) -> dict:
+    steps_per_s = steps_per_dispatch / per_dispatch
+    return {
+        "model": name,
+        "batch_size": batch,
+        "steps_per_s": steps_per_s,
+        "images_per_s": steps_per_s * batch,
+        "compile_s": max(first - per_dispatch, 0.0),
+        "peak_host_mb": _peak_rss_mb(),
+        "gflop_per_step": step_flops / 1e9,
+        "gflops": step_flops * steps_per_s / 1e9,
+        "steps_per_dispatch": steps_per_dispatch,
+        "timed_dispatches": calls,
+    }
+
+
+def _steps_per_dispatch(name: str, config: BenchmarkConfig) -> int:
+    return config.dispatch_steps or (50 if name == "dcgan" else 500)
+
+
+def _other_case(framework: str, name: str, batch: int, config: BenchmarkConfig) -> dict:
+    from experiments import benchmark_keras  # The only one written so far (FRAMEWORKS).
+
+    dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
+    images = dataset.train.images.astype("float32") / 255.0
+    steps = _steps_per_dispatch(name, config)
+    row = benchmark_keras.time_model(name, batch, steps, config.seconds, images)
+    return {**row, "model": name, "batch_size": batch, "peak_host_mb": _peak_rss_mb()}
+
+
+def run_case(config: BenchmarkConfig) -> dict:
+    name, _, batch = config.case.partition(":")
+    framework, _, name = name.rpartition("/")
+    if framework:
+        return _other_case(framework, name, int(batch), config)
+    if name == "matmul":
+        return {"matmul_gflops": matmul_peak(config.matmul_size), "peak_host_mb": _peak_rss_mb()}
+    if name == "dcgan":
+        return _dcgan_case(int(batch), config)
+    return _epoch_case(name, int(batch), config)
+
+
+def _child(config: BenchmarkConfig, case: str) -> dict:
+    """One case in a fresh process: its own compile cache, memory peak and threads."""
+    argv = [f"--{f.name}={getattr(config, f.name)}" for f in dataclasses.fields(config)]
+    argv = [a for a in argv if not a.startswith("--case=")] + [f"--case={case}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", *argv],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark case {case} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _table(rows: list[dict], peak: float) -> str:
+    head = (
+        f"{'model':<12}{'batch':>6}{'steps/s':>10}{'images/s':>11}{'compile s':>11}"
+        f"{'peak MB':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'of peak':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<12}{r['batch_size']:>6}{r['steps_per_s']:>10.1f}"
+            f"{r['images_per_s']:>11.0f}{r['compile_s']:>11.2f}{r['peak_host_mb']:>9.0f}"
+            f"{r['gflop_per_step']:>12.4f}{r['gflops']:>9.1f}{r['gflops'] / peak:>9.1%}"
+        )
+    return "\n".join(lines)
+
+
+def _compare(config: BenchmarkConfig, rows: list[dict]) -> list[dict]:
+    """Each row's model in each --compare framework; prints genjax's speed-up over each."""
+    out = []
+    for framework in config.compare_list():
+        module, install, written = FRAMEWORKS[framework]
+        reason = ""
+        if not written:
+            reason = "genjax has no PyTorch versions of the models yet"
+        elif importlib.util.find_spec(module) is None:
+            reason = f"not installed: {install}"
+        if reason:
+            print(f"{framework}: skipped ({reason})", file=sys.stderr)
+            out.append({"framework": framework, "skipped": reason})
+            continue
+        for row in rows:
+            name, batch = row["model"], row["batch_size"]
+            print(f"timing {framework} {name} at batch {batch} ...", file=sys.stderr)
+            try:
+                other = _child(config, f"{framework}/{name}:{batch}")
+            except RuntimeError as e:
+                print(f"{framework} {name}: failed ({e})", file=sys.stderr)
+                out.append({"framework": framework, "model": name, "failed": str(e)[-500:]})
+                continue
+            other["speedup"] = row["steps_per_s"] / other["steps_per_s"]
+            out.append(other)
+    if any("speedup" in o for o in out):
+        head = (
+            f"{'model':<12}{'batch':>6}{'genjax steps/s':>16}  {'other':<44}"
+            f"{'steps/s':>9}{'genjax x':>10}"
+        )
+        lines = [head, "-" * len(head)]
+        by_key = {(r["model"], r["batch_size"]): r for r in rows}
+        for o in out:
+            if "speedup" not in o:
+                continue
+            mine = by_key[(o["model"], o["batch_size"])]["steps_per_s"]
+            other = f"{o['framework']}{' (XLA)' if o.get('jit_compile') else ''}"
+            lines.append(
+                f"{o['model']:<12}{o['batch_size']:>6}{mine:>16.1f}  {other:<44}"
+                f"{o['steps_per_s']:>9.1f}{o['speedup']:>10.2f}"
+            )
+        print("\n".join(lines))
+    return out
+
+
+def benchmark(config: BenchmarkConfig) -> dict:
+    if config.case:
+        row = run_case(config)
+        print(json.dumps(row))
+        return row
+    machine = {
+        "backend": jax.default_backend(),
+        "devices": [d.device_kind for d in jax.devices()],
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+    }
+    print(f"{machine['backend']}: {', '.join(machine['devices'])}", file=sys.stderr)
+    peak = _child(config, "matmul")["matmul_gflops"]
+    print(f"float32 matmul peak ({config.matmul_size}^3): {peak:.1f} GFLOP/s", file=sys.stderr)
+    rows = []
+    for name in config.model_list():
+        for batch in config.batch_list():
+            print(f"timing {name} at batch {batch} ...", file=sys.stderr)
+            row = _child(config, f"{name}:{batch}")
+            row["of_peak"] = row["gflops"] / peak
+            rows.append(row)
+    print(_table(rows, peak))
+    others = _compare(config, rows)
+    result = {"machine": machine, "matmul_gflops": peak, "config": dataclasses.asdict(config)}
+    result["rows"] = rows
+    result["comparisons"] = others
+    out = Path(config.out or Path("runs", "benchmark", f"{machine['backend']}.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {out}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(lambda: benchmark(parse_flags(BenchmarkConfig, argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The benchmark command: its cases run the experiments' code, and its FLOP count."""
+
+from __future__ import annotations
+
+import json
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import benchmark
+from genjax import flops
+
+
+def test_flop_count_of_dense_and_strided_convolution_training():
+    x = jnp.zeros((8, 28, 28, 3))
+    conv = nn.Conv(16, (3, 3), strides=(2, 2))
+    params = conv.init(jax.random.key(0), x)
+    forward = flops.count(conv.apply, params, x)
+    assert forward == 2 * 8 * (14 * 14) * 16 * (3 * 3 * 3)
+    # The weight and input gradients cost one forward each (the input gradient, a
+    # transposed convolution, without its multiplications by inserted zeros).
+    both = jax.grad(lambda p, x: conv.apply(p, x).sum(), argnums=(0, 1))
+    assert flops.count(both, params, x) == 3 * forward
+    dense = nn.Dense(5)
+    params = dense.init(jax.random.key(0), jnp.zeros((4, 7)))
+    assert flops.count(dense.apply, params, jnp.zeros((4, 7))) == 2 * 4 * 7 * 5
+
+
+def test_flops_inside_a_scan_count_once_per_iteration():
+    def repeated(x):
+        return jax.lax.scan(lambda c, _: (c @ c, None), x, None, length=3)[0]
+
+    assert flops.count(repeated, jnp.zeros((4, 4))) == 3 * 2 * 4 * 4 * 4
+
+
+@pytest.mark.slow
+def test_benchmark_times_the_autoencoder_and_writes_its_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = [
+        "--models=autoencoder",
+        "--batch_sizes=16",
+        "--seconds=0.2",
+        "--dispatch_steps=20",
+        "--matmul_size=256",
+        f"--out={out}",
+    ]
+    assert benchmark.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["matmul_gflops"] > 0 and result["machine"]["backend"] == "cpu"
+    (row,) = result["rows"]
+    assert row["model"] == "autoencoder" and row["batch_size"] == 16
+    assert row["steps_per_s"] > 0 and row["images_per_s"] == pytest.approx(16 * row["steps_per_s"])
+    assert row["timed_dispatches"] >= 2 and row["steps_per_dispatch"] == 20
+    assert 0 < row["peak_host_mb"] < 8000 and row["compile_s"] >= 0
+    # 784-512-2-512-784: the first layer needs no input gradient (2 products), the rest 3.
+    per_image = 2 * (2 * 784 * 512 + 3 * 512 * 2 + 3 * 2 * 512 + 3 * 512 * 784)
+    assert row["gflop_per_step"] == pytest.approx(16 * per_image / 1e9, rel=1e-9)
+    assert row["gflops"] == pytest.approx(row["gflop_per_step"] * row["steps_per_s"])
+    table = capsys.readouterr().out
+    assert "autoencoder" in table and "GFLOP/s" in table and str(out) in table
+
+
+def test_bad_benchmark_flags_are_refused(capsys):
+    assert benchmark.main(["--models=gan"]) == 2
+    assert "--models=gan: choose from autoencoder, vae, dcgan" in capsys.readouterr().err
+    assert benchmark.main(["--batch_sizes=32,x"]) == 2
+    assert "expected integers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_mode_times_the_keras_model_and_prints_the_ratio(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = [
+        "--models=vae",
+        "--batch_sizes=8",
+        "--seconds=0.1",
+        "--dispatch_steps=3",
+        "--matmul_size=128",
+        "--compare=keras,torch",
+        f"--out={out}",
+    ]
+    assert benchmark.main(argv) == 0
+    result = json.loads(out.read_text())
+    keras_row, torch_row = result["comparisons"]
+    assert keras_row["framework"].startswith("keras") and keras_row["model"] == "vae"
+    assert keras_row["steps_per_s"] > 0 and keras_row["jit_compile"] in (True, False)
+    mine = result["rows"][0]["steps_per_s"]
+    assert keras_row["speedup"] == pytest.approx(mine / keras_row["steps_per_s"])
+    assert torch_row == {
+        "framework": "torch",
+        "skipped": "genjax has no PyTorch versions of the models yet",
+    }
+    captured = capsys.readouterr()
+    assert "genjax x" in captured.out and "torch: skipped" in captured.err
