@@ -131,12 +131,9 @@ def _timed(dispatch, seconds: float) -> tuple[float, float, int]:
     return first, (time.perf_counter() - start) / calls, calls
 
 
-def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
-    from experiments import autoencoder, vae
-
-    experiment = {"autoencoder": autoencoder.EXPERIMENT, "vae": vae.EXPERIMENT}[name]
-    overrides = {"eval_samples": 0} if name == "vae" else {}
-    run_config = experiment.config_cls(
+def _run_config(config_cls, batch: int, config: BenchmarkConfig, **overrides):
+    """The experiment's own config at this batch size and data, logging nothing."""
+    return config_cls(
         batch_size=batch,
         dataset=config.dataset,
         data_dir=config.data_dir,
@@ -145,6 +142,14 @@ def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
         progress=False,
         **overrides,
     )
+
+
+def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
+    from experiments import autoencoder, vae
+
+    experiment = {"autoencoder": autoencoder.EXPERIMENT, "vae": vae.EXPERIMENT}[name]
+    overrides = {"eval_samples": 0} if name == "vae" else {}
+    run_config = _run_config(experiment.config_cls, batch, config, **overrides)
     dataset = experiment.load_data(run_config)
     family = experiment.family(run_config)
     keys = loop.run_keys(run_config.seed)
@@ -187,15 +192,7 @@ def _dcgan_case(batch: int, config: BenchmarkConfig) -> dict:
     from genjax.config import DCGANConfig
     from genjax.steps import dcgan as gan_steps
 
-    run_config = DCGANConfig(
-        batch_size=batch,
-        dataset=config.dataset,
-        data_dir=config.data_dir,
-        data_source=config.data_source,
-        wandb_mode="disabled",
-        progress=False,
-        eval_samples=0,
-    )
+    run_config = _run_config(DCGANConfig, batch, config, eval_samples=0)
     dataset = dcgan.load_data(run_config)
     keys = loop.run_keys(run_config.seed)
     state = dcgan.trial(run_config, dataset, None).init_state(keys.init)
