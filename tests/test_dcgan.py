@@ -4,6 +4,7 @@ import json
 import math
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,14 @@ import pytest
 from experiments import dcgan as dcgan_experiment
 from experiments import evaluate as evaluate_main
 from genjax import wandb_logging
-from genjax.models.dcgan import Discriminator, Generator, upsample2
+from genjax.models.dcgan import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    Discriminator,
+    Generator,
+    upsample2,
+    upsample2_conv3x3,
+)
 from genjax.steps import dcgan as steps
 
 
@@ -73,6 +81,73 @@ def test_upsample_is_nearest_neighbour():
         upsample2(x)[0, :, :, 0],
         [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]],
     )
+
+
+def _plain_conv(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 3), (1, 7, 7, 4)])
+def test_upsample_conv_equals_upsampling_then_convolving(shape):
+    """The parity-split layer is the plain upsample + 3x3 'same' convolution, in value and in
+    both gradients (the kernel gradient is what it exists to compute faster), borders
+    included (odd and non-square sizes)."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 6))
+    fast, fast_vjp = jax.vjp(upsample2_conv3x3, x, kernel)
+    plain, plain_vjp = jax.vjp(lambda x, k: _plain_conv(upsample2(x), k), x, kernel)
+    chex.assert_shape(fast, (shape[0], 2 * shape[1], 2 * shape[2], 6))
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
+    cotangent = jax.random.normal(jax.random.key(2), plain.shape)
+    for got, want in zip(fast_vjp(cotangent), plain_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="3x3 kernel"):
+        upsample2_conv3x3(x, kernel[:2])
+
+
+class _KerasLayerForLayerGenerator(nn.Module):
+    """Keras-GAN's generator written literally: UpSampling2D then Conv2D."""
+
+    @nn.compact
+    def __call__(self, z, train):
+        def bn(x):
+            return nn.BatchNorm(
+                use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON
+            )(x)
+
+        x = nn.relu(nn.Dense(128 * 7 * 7)(z)).reshape(z.shape[0], 7, 7, 128)
+        x = nn.relu(bn(nn.Conv(128, (3, 3), padding="SAME")(upsample2(x))))
+        x = nn.relu(bn(nn.Conv(64, (3, 3), padding="SAME")(upsample2(x))))
+        return jnp.tanh(nn.Conv(1, (3, 3), padding="SAME")(x))
+
+
+def test_generator_equals_the_literal_keras_layers():
+    """Same initial parameters (names, shapes, values: checkpoints keep their layout), same
+    images, same batch statistics and gradients as the literal layer list."""
+    z = jax.random.normal(jax.random.key(3), (4, 100))
+    ours = Generator().init(jax.random.key(0), z, train=False)
+    literal = _KerasLayerForLayerGenerator().init(jax.random.key(0), z, train=False)
+    chex.assert_trees_all_equal(ours, literal)
+
+    def loss(module, params):
+        variables = {"params": params, "batch_stats": ours["batch_stats"]}
+        images, updates = module.apply(variables, z, train=True, mutable=["batch_stats"])
+        return jnp.sum(images**2), (images, updates)
+
+    (_, (images, stats)), grads = jax.value_and_grad(lambda p: loss(Generator(), p), has_aux=True)(
+        ours["params"]
+    )
+    (_, (want_images, want_stats)), want_grads = jax.value_and_grad(
+        lambda p: loss(_KerasLayerForLayerGenerator(), p), has_aux=True
+    )(ours["params"])
+    chex.assert_trees_all_close(images, want_images, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(stats, want_stats, rtol=1e-5, atol=1e-5)
+    # Summed taps round differently: every gradient entry within 1e-4 of the largest. (The
+    # convolution biases before BatchNorm have a true gradient of 0: rounding noise only.)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(want_grads))
+    chex.assert_trees_all_close(grads, want_grads, rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.fixture(scope="module")
