@@ -31,12 +31,14 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genjax import cli, data, flops, loop
 from genjax.config import ConfigError, parse_flags
 from genjax.steps import fused
 
 MODELS = ("autoencoder", "vae", "dcgan")
+_ROOT = Path(__file__).resolve().parents[1]
 # Framework -> (the module that must be importable, how to install it, whether genjax has
 # its versions of the models yet).
 FRAMEWORKS = {
@@ -61,6 +63,16 @@ class BenchmarkConfig:
     # Also time the same models in other frameworks, where installed: "keras" (TensorFlow
     # backend, the report's), "torch"; comma-separated. Their ratios are printed.
     compare: str = ""
+    # Rounds: in each, every case runs once in genjax and then in each --compare framework
+    # (interleaved, so a machine that slows down mid-run affects both sides); the medians
+    # are reported.
+    repeats: int = 1
+    # Also run each model's experiment with W&B offline at its default intervals and report
+    # the share of its wall time spent making pictures and logging (summary.json's time/*).
+    logging_cost: bool = False
+    # More flags for the experiments --logging_cost runs, space-separated ("--epochs=1"
+    # replaces the default 5 epochs, DCGAN 200 iterations).
+    logging_flags: str = ""
     case: str = ""  # Internal: "model:batch" runs one case in this process, prints JSON.
 
     def compare_list(self) -> list[str]:
@@ -91,6 +103,8 @@ class BenchmarkConfig:
             raise ConfigError(f"--dispatch_steps={self.dispatch_steps}: must be 0 or more")
         if self.matmul_size < 1:
             raise ConfigError(f"--matmul_size={self.matmul_size}: must be at least 1")
+        if self.repeats < 1:
+            raise ConfigError(f"--repeats={self.repeats}: must be at least 1")
         unknown = sorted(set(self.compare_list()) - set(FRAMEWORKS))
         if unknown:
             raise ConfigError(
@@ -106,17 +120,29 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def matmul_peak(n: int, seconds: float = 3.0) -> float:
-    """This machine's float32 matmul ceiling in GFLOP/s: one n x n x n jitted product."""
+def _best_gflops(product, n: int, seconds: float) -> float:
+    """The fastest of short bursts of n x n x n products: a ceiling, so the best is kept."""
+    product()
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end or best == 0.0:
+        start, calls = time.perf_counter(), 0
+        while calls < 2 or time.perf_counter() - start < 0.25:
+            product()
+            calls += 1
+        best = max(best, 2 * n**3 * calls / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def matmul_peak(n: int, seconds: float = 3.0) -> dict[str, float]:
+    """This machine's float32 matmul ceiling in GFLOP/s: an n x n x n product by XLA (jitted)
+    and by NumPy's BLAS; `matmul_gflops` is the faster, the ceiling genjax is held to."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     product = jax.jit(jnp.dot)
-    product(a, b).block_until_ready()
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < seconds:
-        product(a, b).block_until_ready()
-        calls += 1
-    return 2 * n**3 * calls / (time.perf_counter() - start) / 1e9
+    xla = _best_gflops(lambda: product(a, b).block_until_ready(), n, seconds)
+    a_host, b_host = np.asarray(a), np.asarray(b)
+    blas = _best_gflops(lambda: a_host @ b_host, n, seconds)
+    return {"xla_gflops": xla, "numpy_gflops": blas, "matmul_gflops": max(xla, blas)}
 
 
 def _timed(dispatch, seconds: float) -> tuple[float, float, int]:
@@ -250,7 +276,7 @@ def run_case(config: BenchmarkConfig) -> dict:
     if framework:
         return _other_case(framework, name, int(batch), config)
     if name == "matmul":
-        return {"matmul_gflops": matmul_peak(config.matmul_size), "peak_host_mb": _peak_rss_mb()}
+        return {**matmul_peak(config.matmul_size), "peak_host_mb": _peak_rss_mb()}
     if name == "dcgan":
         return _dcgan_case(int(batch), config)
     return _epoch_case(name, int(batch), config)
@@ -264,7 +290,7 @@ def _child(config: BenchmarkConfig, case: str) -> dict:
         [sys.executable, "-m", "experiments.benchmark", *argv],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=_ROOT,
     )
     if result.returncode != 0:
         raise RuntimeError(f"benchmark case {case} failed:\n{result.stderr[-3000:]}")
@@ -286,9 +312,9 @@ def _table(rows: list[dict], peak: float) -> str:
     return "\n".join(lines)
 
 
-def _compare(config: BenchmarkConfig, rows: list[dict]) -> list[dict]:
-    """Each row's model in each --compare framework; prints genjax's speed-up over each."""
-    out = []
+def _frameworks(config: BenchmarkConfig) -> tuple[list[str], list[dict]]:
+    """The --compare frameworks that can run here, and a row for each that cannot."""
+    ready, skipped = [], []
     for framework in config.compare_list():
         module, install, written = FRAMEWORKS[framework]
         reason = ""
@@ -298,37 +324,78 @@ def _compare(config: BenchmarkConfig, rows: list[dict]) -> list[dict]:
             reason = f"not installed: {install}"
         if reason:
             print(f"{framework}: skipped ({reason})", file=sys.stderr)
-            out.append({"framework": framework, "skipped": reason})
+            skipped.append({"framework": framework, "skipped": reason})
+        else:
+            ready.append(framework)
+    return ready, skipped
+
+
+def _median(rows: list[dict]) -> dict:
+    """The round with the median steps/s (the lower middle one of an even count), with every
+    round's figure beside it."""
+    ordered = sorted(rows, key=lambda r: r["steps_per_s"])
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "rounds_steps_per_s": [r["steps_per_s"] for r in rows],
+    }
+
+
+def _comparison_table(rows: list[dict], others: list[dict]) -> str:
+    head = (
+        f"{'model':<12}{'batch':>6}{'genjax steps/s':>16}  {'other':<44}"
+        f"{'steps/s':>9}{'genjax x':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    by_key = {(r["model"], r["batch_size"]): r for r in rows}
+    for o in others:
+        if "speedup" not in o:
             continue
-        for row in rows:
-            name, batch = row["model"], row["batch_size"]
-            print(f"timing {framework} {name} at batch {batch} ...", file=sys.stderr)
-            try:
-                other = _child(config, f"{framework}/{name}:{batch}")
-            except RuntimeError as e:
-                print(f"{framework} {name}: failed ({e})", file=sys.stderr)
-                out.append({"framework": framework, "model": name, "failed": str(e)[-500:]})
-                continue
-            other["speedup"] = row["steps_per_s"] / other["steps_per_s"]
-            out.append(other)
-    if any("speedup" in o for o in out):
-        head = (
-            f"{'model':<12}{'batch':>6}{'genjax steps/s':>16}  {'other':<44}"
-            f"{'steps/s':>9}{'genjax x':>10}"
+        mine = by_key[(o["model"], o["batch_size"])]["steps_per_s"]
+        settings = []
+        if o.get("jit_compile"):
+            settings.append("XLA")
+        if o.get("steps_per_execution", 1) > 1:
+            settings.append(f"{o['steps_per_execution']} steps/call")
+        other = o["framework"] + (f" ({', '.join(settings)})" if settings else "")
+        lines.append(
+            f"{o['model']:<12}{o['batch_size']:>6}{mine:>16.1f}  {other:<44}"
+            f"{o['steps_per_s']:>9.1f}{o['speedup']:>10.2f}"
         )
-        lines = [head, "-" * len(head)]
-        by_key = {(r["model"], r["batch_size"]): r for r in rows}
-        for o in out:
-            if "speedup" not in o:
-                continue
-            mine = by_key[(o["model"], o["batch_size"])]["steps_per_s"]
-            other = f"{o['framework']}{' (XLA)' if o.get('jit_compile') else ''}"
-            lines.append(
-                f"{o['model']:<12}{o['batch_size']:>6}{mine:>16.1f}  {other:<44}"
-                f"{o['steps_per_s']:>9.1f}{o['speedup']:>10.2f}"
-            )
-        print("\n".join(lines))
-    return out
+    return "\n".join(lines)
+
+
+def _logging_case(name: str, config: BenchmarkConfig) -> dict:
+    """The experiment itself, W&B offline, default intervals, evaluation off: the share of
+    its wall time that making pictures and logging took (summary.json's time/*)."""
+    import tempfile
+
+    # Long enough that the first epoch's compile and one-off imports weigh as in a real run.
+    length = {"dcgan": ["--iterations=200"]}.get(name, ["--epochs=5"])
+    extra = config.logging_flags.split()
+    if any(f.startswith(("--epochs=", "--iterations=")) for f in extra):
+        length = []
+    evaluation = [] if name == "autoencoder" else ["--eval_samples=0"]
+    evaluation += extra
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            sys.executable,
+            "-m",
+            f"experiments.{name}",
+            *length,
+            *evaluation,
+            f"--workdir={tmp}/run",
+            "--wandb_mode=offline",
+            "--progress=false",
+            f"--dataset={config.dataset}",
+            f"--data_dir={config.data_dir}",
+            f"--data_source={config.data_source}",
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=_ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[2:])} failed:\n{done.stderr[-3000:]}")
+        summary = json.loads(Path(tmp, "run", "summary.json").read_text())
+    timings = {k.removeprefix("time/"): v for k, v in summary.items() if k.startswith("time/")}
+    return {"model": name, "command": " ".join([name, *length, *evaluation]), **timings}
 
 
 def benchmark(config: BenchmarkConfig) -> dict:
@@ -344,25 +411,80 @@ def benchmark(config: BenchmarkConfig) -> dict:
         "jax": jax.__version__,
     }
     print(f"{machine['backend']}: {', '.join(machine['devices'])}", file=sys.stderr)
-    peak = _child(config, "matmul")["matmul_gflops"]
-    print(f"float32 matmul peak ({config.matmul_size}^3): {peak:.1f} GFLOP/s", file=sys.stderr)
+    matmul = _child(config, "matmul")
+    peak = matmul["matmul_gflops"]
+    print(
+        f"float32 matmul peak ({config.matmul_size}^3): {peak:.1f} GFLOP/s "
+        f"(XLA {matmul['xla_gflops']:.1f}, NumPy {matmul['numpy_gflops']:.1f})",
+        file=sys.stderr,
+    )
+    frameworks, skipped = _frameworks(config)
+    cases = [(name, batch) for name in config.model_list() for batch in config.batch_list()]
+    timed: dict[tuple, list[dict]] = {}
+    failed: list[dict] = []
+    for round_ in range(config.repeats):
+        for name, batch in cases:
+            for framework in ["genjax", *frameworks]:
+                label = "" if framework == "genjax" else f"{framework} "
+                where = f"round {round_ + 1}/{config.repeats}"
+                print(f"{where}: timing {label}{name} at batch {batch} ...", file=sys.stderr)
+                case = f"{name}:{batch}" if framework == "genjax" else f"{framework}/{name}:{batch}"
+                try:
+                    row = _child(config, case)
+                except RuntimeError as e:
+                    if framework == "genjax":
+                        raise
+                    print(f"{framework} {name}: failed ({e})", file=sys.stderr)
+                    failed.append({"framework": framework, "model": name, "failed": str(e)[-500:]})
+                    continue
+                timed.setdefault((framework, name, batch), []).append(row)
     rows = []
-    for name in config.model_list():
-        for batch in config.batch_list():
-            print(f"timing {name} at batch {batch} ...", file=sys.stderr)
-            row = _child(config, f"{name}:{batch}")
-            row["of_peak"] = row["gflops"] / peak
-            rows.append(row)
+    for name, batch in cases:
+        row = _median(timed[("genjax", name, batch)])
+        row["of_peak"] = row["gflops"] / peak
+        rows.append(row)
     print(_table(rows, peak))
-    others = _compare(config, rows)
-    result = {"machine": machine, "matmul_gflops": peak, "config": dataclasses.asdict(config)}
+    others = []
+    for framework in frameworks:
+        for row in rows:
+            key = (framework, row["model"], row["batch_size"])
+            if key in timed:
+                other = _median(timed[key])
+                other["speedup"] = row["steps_per_s"] / other["steps_per_s"]
+                others.append(other)
+    if others:
+        print(_comparison_table(rows, others))
+    logging_rows = []
+    if config.logging_cost:
+        for name in config.model_list():
+            print(f"running the {name} experiment for its logging cost ...", file=sys.stderr)
+            logging_rows.append(_logging_case(name, config))
+        print(_logging_table(logging_rows))
+    result = {"machine": machine, **{k: v for k, v in matmul.items() if k.endswith("gflops")}}
+    result["config"] = dataclasses.asdict(config)
     result["rows"] = rows
-    result["comparisons"] = others
+    result["comparisons"] = others + skipped + failed
+    result["logging"] = logging_rows
     out = Path(config.out or Path("runs", "benchmark", f"{machine['backend']}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {out}")
     return result
+
+
+def _logging_table(rows: list[dict]) -> str:
+    head = (
+        f"{'experiment':<36}{'wall s':>9}{'logging s':>11}{'share':>8}"
+        f"{'after 1st':>11}{'W&B thread s':>14}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['command']:<36}{r['wall_s']:>9.1f}{r['logging_s']:>11.2f}"
+            f"{r['logging_share']:>8.1%}{r['logging_share_after_first']:>11.1%}"
+            f"{r['logging_worker_s']:>14.2f}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

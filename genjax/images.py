@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -73,40 +74,47 @@ def latent_xy(z: np.ndarray) -> tuple[np.ndarray, str]:
     return xy, f"latent space, PCA of {z.shape[1]}-D codes ({explained:.0%} of variance)"
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib figure on its own Agg canvas: no pyplot, whose global figure registry is
+    not thread-safe, since pictures are rendered on W&B's logging thread (Deferred)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # No display; render to memory.
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _render(fig, **savefig) -> np.ndarray:
-    """A matplotlib figure as an RGB uint8 array; the figure is closed."""
+    """A matplotlib figure as an RGB uint8 array, through a PNG (savefig can grow the canvas
+    to fit, bbox_inches="tight")."""
     from PIL import Image
 
-    try:
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", **savefig)
-    finally:
-        _pyplot().close(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
 def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> np.ndarray:
     """A scatter of xy coloured by class, rendered to an RGB uint8 array with matplotlib."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
-    cmap = plt.get_cmap("tab10")
+    import matplotlib
+
+    fig = _figure(figsize=(7, 6), dpi=100)
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab10"]
     for k, name in enumerate(class_names):
         sel = labels == k
         ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=cmap(k % 10), label=name, alpha=0.7)
     ax.set_title(title)
-    ax.legend(markerscale=4, fontsize=8, loc="best")
-    return _render(fig)
+    # Beside the axes: covers no point, and loc="best" would search 5,000 points for a spot.
+    ax.legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    # The canvas's own pixels: no PNG encoded here only to be decoded again (W&B and the
+    # workdir copy encode it once each); ~0.2 s less per epoch for 5,000 points.
+    fig.canvas.draw()
+    return np.array(fig.canvas.buffer_rgba())[..., :3]
 
 
 def labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -> np.ndarray:
@@ -119,11 +127,9 @@ def labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str)
         block[: len(r)] = r
         padded.append(block)
     picture = grid(np.concatenate(padded), len(rows), cols)
-    plt = _pyplot()
     scale = 0.04  # Inches per pixel: 28-pixel images come out about 1.1 inch tall.
-    fig, ax = plt.subplots(
-        figsize=(picture.shape[1] * scale, 0.6 + picture.shape[0] * scale), dpi=100
-    )
+    fig = _figure(figsize=(picture.shape[1] * scale, 0.6 + picture.shape[0] * scale), dpi=100)
+    ax = fig.subplots()
     ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=255)
     ax.set_yticks([2 + i * (h + 2) + h / 2 for i in range(len(rows))], labels=list(labels))
     ax.set_xticks([])
@@ -140,9 +146,25 @@ def save_png(image: np.ndarray, path) -> None:
     Image.fromarray(image).save(path)
 
 
-def latent_plots(z: np.ndarray, labels: np.ndarray, class_names) -> tuple[np.ndarray, Scatter]:
-    """The latent-space picture twice: a PNG coloured by class, and native scatter points."""
+@dataclasses.dataclass(frozen=True)
+class Deferred:
+    """A picture rendered where it is logged (W&B's worker thread), not in the training loop:
+    its inputs are already on the host, its matplotlib work (~0.3 s) overlaps training."""
+
+    render: Callable[[], np.ndarray]
+
+
+def resolve(picture):
+    """An image as logged: an array or (array, caption), Deferred ones rendered now."""
+    if isinstance(picture, tuple):
+        return (resolve(picture[0]), *picture[1:])
+    return picture.render() if isinstance(picture, Deferred) else picture
+
+
+def latent_plots(z: np.ndarray, labels: np.ndarray, class_names) -> tuple[Deferred, Scatter]:
+    """The latent-space picture twice: a PNG coloured by class (rendered when logged), and
+    native scatter points."""
     xy, title = latent_xy(z)
     labels = np.asarray(labels)
-    png = scatter_png(xy, labels, class_names, title)
+    png = Deferred(functools.partial(scatter_png, xy, labels, tuple(class_names), title))
     return png, Scatter(xy, [class_names[k] for k in labels], title)

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,13 +20,14 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 
-from genjax import data, images, sharding
+from genjax import data, sharding
 from genjax.checkpoint import CheckpointError, Checkpoints, check_compatible
 from genjax.config import BaseConfig, ConfigError
 from genjax.steps import state as state_lib
 from genjax.wandb_logging import Run, agent_run
 
-# Pictures at a log point: {"images": {key: array or (array, caption)}, "scatters": {...}}.
+# Pictures at a log point: {"images": {key: array, (array, caption) or images.Deferred},
+# "scatters": {key: images.Scatter}}.
 MediaFn = Callable[[Any, int], Mapping[str, Mapping[str, Any]]]
 # Costly figures (likelihood bounds, FID) at evaluation points: state -> {W&B key: float}.
 EvaluateFn = Callable[[Any], Mapping[str, float]]
@@ -239,6 +241,11 @@ class RunContext:
     stop: _SignalFlag
     failure: str = ""  # Set when this trial stopped on its own (a NaN) while others go on.
     stopped_early: bool = False  # Set when early_stop asked this run to end.
+    # What logging costs this process: seconds making pictures and logging rows (media,
+    # log), against the wall time since the trainer started; both go into summary.json.
+    logging_s: float = 0.0
+    logging_first_s: float | None = None  # The first log point's: compiles the media's jits.
+    started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
     def config(self) -> BaseConfig:
@@ -267,23 +274,52 @@ class RunContext:
         if self.stop.signum is not None:
             raise _interrupted(self.stop.signum, step, self.checkpoints)
 
+    def media(self, state: Any, step: int) -> Mapping[str, Mapping[str, Any]]:
+        """The trial's pictures of this state (timed as logging)."""
+        start = time.perf_counter()
+        try:
+            return self.trial.media(state, step)
+        finally:
+            self.logging_s += time.perf_counter() - start
+
     def log(
         self,
         step: int,
         metrics: Mapping[str, Any],
         pictures: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """One W&B step; pictures also go to WORKDIR/images/KEY.png (the latest of each).
-
-        The row is also shown to the trial's early_stop, which may end the run early.
-        """
+        """One W&B step; pictures also go to WORKDIR/images/KEY.png (the latest of each),
+        written by W&B's worker thread with the step."""
+        start = time.perf_counter()
         pictures = pictures or {}
-        for key, array in pictures.get("images", {}).items():
-            array = array[0] if isinstance(array, tuple) else array
-            images.save_png(array, self.image_dir / f"{key}.png")
         self.wandb_run.log(
-            step, metrics, images=pictures.get("images"), scatters=pictures.get("scatters")
+            step,
+            metrics,
+            images=pictures.get("images"),
+            scatters=pictures.get("scatters"),
+            save_dir=self.image_dir,
         )
+        self.logging_s += time.perf_counter() - start
+        if self.logging_first_s is None:
+            self.logging_first_s = self.logging_s
+
+    def timings(self) -> dict[str, float]:
+        """This process's training wall time; the share of it the training loop spent making
+        pictures and handing rows to W&B (logging_s); and the seconds W&B's worker thread
+        spent beside it (logging_worker_s: on 2 cores it competes with training for them)."""
+        self.wandb_run.flush()
+        wall = time.perf_counter() - self.started
+        first = self.logging_first_s or 0.0
+        return {
+            "time/wall_s": wall,
+            "time/logging_s": self.logging_s,
+            "time/logging_share": self.logging_s / wall if wall > 0 else 0.0,
+            # Without the first log point, whose pictures compile their jitted functions.
+            "time/logging_share_after_first": (
+                (self.logging_s - first) / (wall - first) if wall > first else 0.0
+            ),
+            "time/logging_worker_s": self.wandb_run.worker_s,
+        }
 
     def ask_early_stop(self, step: int, metrics: Mapping[str, Any]) -> bool:
         """Shows a logged row to the trial's early_stop; remembers a request to stop."""
@@ -296,6 +332,7 @@ class RunContext:
         """summary.json: final metrics under their W&B names, config, where the run is."""
         if self.stopped_early:
             metrics = {**metrics, "early_terminated": True}
+        metrics = {**metrics, **self.timings()}
         summary = {
             **metrics,
             "state_sha256": tree_digest(state),

@@ -134,7 +134,7 @@ class EpochTrainer:
                             continue
                     if i == 0:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
-                    ctx.log(epoch + 1, metrics, ctx.trial.media(trial_state, epoch + 1))
+                    ctx.log(epoch + 1, metrics, ctx.media(trial_state, epoch + 1))
                     if last:
                         # Written before the final checkpoint: a process killed between the
                         # two redoes the last epoch (identically) and writes it again.
@@ -264,7 +264,7 @@ class IterationTrainer:
                         last_metrics = row
                         pictures, figures = None, {}
                         if n == step and self._is_point(n, self.image_interval):
-                            pictures = ctx.trial.media(state, n)
+                            pictures = ctx.media(state, n)
                         evaluate = ctx.trial.evaluate
                         if n == step and evaluate and self._is_point(n, self.eval_interval):
                             figures = {k: float(v) for k, v in evaluate(state).items()}

@@ -2,25 +2,32 @@
 
 W&B must never stop or stall training: the mode is decided before `wandb.init`, an online
 init that fails or times out falls back to offline, and logging errors are reported once
-and then ignored.
+and then ignored. Rows are turned into W&B objects and logged by one worker thread, off the
+training loop's critical path.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import netrc
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from genjax import images as pictures
 from genjax.images import Scatter
 
 DEFAULT_HOST = "api.wandb.ai"
+# Logged steps that may wait for the worker thread; one more waits for the oldest. Bounds
+# the host memory that pictures waiting to be logged can hold.
+MAX_PENDING_LOGS = 64
 
 
 def _wandb():
@@ -83,6 +90,13 @@ class Run:
         """Starts a run, or resumes run `run_id` (a resumed training run keeps its W&B run)."""
         Path(directory).mkdir(parents=True, exist_ok=True)
         self._failed_once = False
+        # One worker, so steps reach W&B in the order they were logged (as CLU's
+        # AsyncWriter): encoding images and W&B tables costs ~0.3 s per autoencoder epoch,
+        # which the next epoch's training no longer waits for. summary, mark_preempting and
+        # finish wait for it first, so nothing logged is lost or overtaken.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wandb-log")
+        self._pending: list[concurrent.futures.Future] = []
+        self.worker_s = 0.0  # Seconds the worker has spent logging.
         mode = choose_mode(mode)
         kwargs = dict(
             dir=str(directory),
@@ -155,10 +169,45 @@ class Run:
         images: Mapping[str, np.ndarray | tuple[np.ndarray, str]] | None = None,
         scatters: Mapping[str, Scatter] | None = None,
         tables: Mapping[str, tuple[Sequence[str], Sequence[Sequence[Any]]]] | None = None,
+        save_dir: str | os.PathLike | None = None,
     ) -> None:
-        """Logs one W&B step: scalars, images (array or (array, caption)), scatter plots and
-        tables ((columns, rows))."""
-        payload: dict[str, Any] = dict(scalars or {})
+        """Logs one W&B step: scalars, images (array, (array, caption) or images.Deferred),
+        scatter plots and tables ((columns, rows)); each image is also saved as
+        save_dir/KEY.png when given. Returns at once; the worker thread renders, saves and
+        logs (flush waits for it)."""
+        self._pending = [f for f in self._pending if not f.done()]
+        if len(self._pending) >= MAX_PENDING_LOGS:
+            self._pending.pop(0).result()
+        row = (step, dict(scalars or {}), images, scatters, tables, save_dir)
+        self._pending.append(self._worker.submit(self._log_now, *row))
+
+    def flush(self) -> None:
+        """Waits until every step logged so far has reached W&B (or failed, reported once)."""
+        for future in self._pending:
+            future.result()
+        self._pending = []
+
+    def _log_now(self, step, scalars, images, scatters, tables, save_dir) -> None:
+        start = time.perf_counter()
+        try:
+            images = {k: pictures.resolve(v) for k, v in (images or {}).items()}
+            if save_dir is not None:  # The latest of each picture, beside the checkpoints.
+                for key, value in images.items():
+                    array = value[0] if isinstance(value, tuple) else value
+                    pictures.save_png(array, Path(save_dir) / f"{key}.png")
+            self._build_and_log(step, scalars, images, scatters, tables)
+        except Exception as e:  # A picture that fails must not end a training run either.
+            self._report_failure(e)
+        finally:
+            self.worker_s += time.perf_counter() - start
+
+    def _report_failure(self, e: Exception) -> None:
+        if not self._failed_once:
+            _notice(f"logging failed ({type(e).__name__}: {e}); training continues")
+            self._failed_once = True
+
+    def _build_and_log(self, step, scalars, images, scatters, tables) -> None:
+        payload: dict[str, Any] = scalars
         try:
             for key, (columns, rows) in (tables or {}).items():
                 payload[key] = _wandb().Table(columns=list(columns), data=[list(r) for r in rows])
@@ -172,22 +221,26 @@ class Run:
                         [float(x), float(y), str(lab)]
                         for (x, y), lab in zip(sc.xy, sc.labels, strict=True)
                     ],
+                    # Declared column types: W&B then checks each row against them instead
+                    # of inferring optional types row by row (~0.1 s less for 5,000 points).
+                    dtype=[float, float, str],
+                    optional=False,
                 )
                 payload[key] = _wandb().plot.scatter(table, "x", "y", title=sc.title)
             self._run.log(payload, step=step)
         except Exception as e:  # A logging failure must not end a training run.
-            if not self._failed_once:
-                _notice(f"logging failed ({type(e).__name__}: {e}); training continues")
-                self._failed_once = True
+            self._report_failure(e)
 
     def mark_preempting(self) -> None:
         """Tells W&B the run was stopped by a signal and will be resumed."""
+        self.flush()
         try:
             self._run.mark_preempting()
         except Exception:  # Not supported in every mode; never fatal.
             pass
 
     def summary(self, values: Mapping[str, Any]) -> None:
+        self.flush()
         try:
             for key, value in values.items():
                 self._run.summary[key] = value
@@ -195,6 +248,8 @@ class Run:
             _notice(f"could not write the run summary ({type(e).__name__}: {e})")
 
     def finish(self, exit_code: int = 0) -> None:
+        self.flush()
+        self._worker.shutdown()
         try:
             self._run.finish(exit_code=exit_code)
         except Exception as e:

@@ -86,6 +86,11 @@ def test_compare_mode_times_the_keras_model_and_prints_the_ratio(tmp_path, capsy
     keras_row, torch_row = result["comparisons"]
     assert keras_row["framework"].startswith("keras") and keras_row["model"] == "vae"
     assert keras_row["steps_per_s"] > 0 and keras_row["jit_compile"] in (True, False)
+    # The fastest of the settings a user tuning Keras would try: XLA off/on, fit() with 1
+    # or 100 steps per call.
+    tried = {(v["jit_compile"], v["steps_per_execution"]) for v in keras_row["variants"]}
+    assert tried == {(False, 1), (True, 1), (False, 100), (True, 100)}
+    assert keras_row["steps_per_s"] == max(v["steps_per_s"] for v in keras_row["variants"])
     mine = result["rows"][0]["steps_per_s"]
     assert keras_row["speedup"] == pytest.approx(mine / keras_row["steps_per_s"])
     assert torch_row == {
@@ -94,3 +99,31 @@ def test_compare_mode_times_the_keras_model_and_prints_the_ratio(tmp_path, capsy
     }
     captured = capsys.readouterr()
     assert "genjax x" in captured.out and "torch: skipped" in captured.err
+
+
+@pytest.mark.slow
+def test_repeated_rounds_report_the_median_and_the_logging_cost(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = [
+        "--models=autoencoder",
+        "--batch_sizes=16",
+        "--seconds=0.1",
+        "--dispatch_steps=10",
+        "--matmul_size=128",
+        "--repeats=3",
+        "--logging_cost=true",
+        "--logging_flags=--epochs=1 --steps_per_epoch=30 --latent_points=200",
+        f"--out={out}",
+    ]
+    assert benchmark.main(argv) == 0
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    rounds = row["rounds_steps_per_s"]
+    assert len(rounds) == 3 and row["steps_per_s"] == sorted(rounds)[1]
+    # The ceiling is the faster of XLA's and NumPy's matmul.
+    assert result["matmul_gflops"] == max(result["xla_gflops"], result["numpy_gflops"]) > 0
+    (logged,) = result["logging"]
+    assert logged["command"] == "autoencoder --epochs=1 --steps_per_epoch=30 --latent_points=200"
+    assert 0 < logged["logging_s"] < logged["wall_s"]
+    assert logged["logging_share"] == pytest.approx(logged["logging_s"] / logged["wall_s"])
+    assert "after 1st" in capsys.readouterr().out

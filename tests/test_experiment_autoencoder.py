@@ -86,6 +86,15 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     assert "--eval_samples: autoencoder runs have no samples" in capsys.readouterr().err
     for name in ("reconstructions.png", "latent_space.png"):
         assert (workdir / "images" / name).is_file()
+    # What logging cost this run: the training loop's seconds making pictures and handing
+    # rows over, against its wall time; the W&B thread's seconds beside it.
+    assert 0 < summary["time/logging_s"] < summary["time/wall_s"]
+    assert summary["time/logging_share"] == pytest.approx(
+        summary["time/logging_s"] / summary["time/wall_s"]
+    )
+    assert 0 <= summary["time/logging_share_after_first"] < summary["time/logging_share"]
+    assert summary["time/logging_worker_s"] > 0
+    assert back["summary"]["time/logging_share"] == summary["time/logging_share"]
 
 
 @pytest.mark.slow

@@ -35,7 +35,8 @@ def test_pca_keeps_the_two_main_directions():
 def test_latent_plots_colour_by_class():
     z = np.random.default_rng(0).normal(size=(50, 2))
     labels = np.arange(50) % 3
-    png, scatter = images.latent_plots(z, labels, ("a", "b", "c"))
+    deferred, scatter = images.latent_plots(z, labels, ("a", "b", "c"))
+    png = images.resolve(deferred)
     assert png.ndim == 3 and png.shape[2] == 3 and png.dtype == np.uint8
     assert scatter.labels[:4] == ["a", "b", "c", "a"]
     np.testing.assert_array_equal(scatter.xy, z.astype(np.float32))

@@ -1,4 +1,8 @@
+import functools
+import threading
+
 import numpy as np
+from PIL import Image
 
 from genjax import images, wandb_logging
 
@@ -58,6 +62,34 @@ def test_offline_run_reads_back_with_images_and_scatter(wandb_home, tmp_path):
     assert back["history"][1]["latent_space_scatter_table.nrows"] == 2
     assert back["summary"]["val/loss"] == 0.25
     assert wandb_logging.find_run_dirs(tmp_path) == [tmp_path / "wandb" / run.dir.split("/")[-1]]
+
+
+def test_pictures_render_and_log_off_the_training_thread_in_order(wandb_home, tmp_path):
+    """log() hands rows to one worker thread: Deferred pictures render there, each is also
+    saved to save_dir, and every step reaches W&B in order before summary/finish."""
+    run = wandb_logging.Run(directory=tmp_path, config={}, mode="offline")
+    rendered_on = []
+    release = threading.Event()
+
+    def render(value):
+        release.wait(timeout=30)  # Held until log() has returned to the training loop.
+        rendered_on.append(threading.current_thread().name)
+        return np.full((8, 8, 3), value, np.uint8)
+
+    for step in (1, 2, 3):
+        deferred = images.Deferred(functools.partial(render, 40 * step))
+        run.log(step, {"x": float(step)}, images={"pic": (deferred, "c")}, save_dir=tmp_path)
+    assert rendered_on == []  # Returned while the first render was still waiting.
+    release.set()
+    run.summary({"done": 1.0})  # Waits for the worker.
+    assert len(rendered_on) == 3 and all(n.startswith("wandb-log") for n in rendered_on)
+    assert np.asarray(Image.open(tmp_path / "pic.png"))[0, 0, 0] == 120  # The last step's.
+    assert run.worker_s > 0
+    run.finish()
+    back = wandb_logging.read_run(run.dir)
+    assert [h["x"] for h in back["history"]] == [1.0, 2.0, 3.0]
+    assert all(h["pic._type"] == "image-file" for h in back["history"])
+    assert back["summary"]["done"] == 1.0
 
 
 def test_disabled_run_is_a_no_op(wandb_home, tmp_path):
