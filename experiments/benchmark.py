@@ -362,8 +362,9 @@ def _comparison_table(rows: list[dict], others: list[dict]) -> str:
 
 
 def _logging_case(name: str, config: BenchmarkConfig) -> dict:
-    """The experiment itself, W&B offline, default intervals, evaluation off: the share of
-    its wall time that making pictures and logging took (summary.json's time/*)."""
+    """The experiment itself, W&B offline, default intervals, sample evaluation off (the
+    autoencoder's end-of-run reconstruction error still runs): the share of its wall time
+    that making pictures and logging took (summary.json's time/*)."""
     import tempfile
 
     # Long enough that the first epoch's compile and one-off imports weigh as in a real run.

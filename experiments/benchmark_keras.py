@@ -123,6 +123,7 @@ STEPS_PER_EXECUTION = 100
 def _time_fit(model, images, batch: int, steps: int, seconds: float) -> tuple[float, float]:
     """(first fit's seconds, steady seconds per `steps` steps) of model.fit over `steps`
     batches of the training images."""
+    steps = min(steps, len(images) // batch)  # One epoch at most, as genjax's dispatch.
     x = images[: batch * steps]
     start = time.perf_counter()
     model.fit(x, x, batch_size=batch, epochs=1, verbose=0, shuffle=True)
@@ -202,6 +203,7 @@ def time_model(name: str, batch: int, steps: int, seconds: float, images: np.nda
                 loss="mse" if name == "autoencoder" else None,
                 **variant,
             )
+            steps = min(steps, len(images) // batch)
             first, per = _time_fit(model, images, batch, steps, seconds)
             per_step, warmup_steps = per / steps, steps
         compile_s = max(first - warmup_steps * per_step, 0.0)

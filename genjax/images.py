@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -74,6 +75,20 @@ def latent_xy(z: np.ndarray) -> tuple[np.ndarray, str]:
     return xy, f"latent space, PCA of {z.shape[1]}-D codes ({explained:.0%} of variance)"
 
 
+# matplotlib is not thread-safe: several runs' W&B threads (a vectorized sweep) draw one
+# figure at a time. (The GIL would serialize most of the drawing anyway.)
+_DRAWING = threading.Lock()
+
+
+def _one_figure_at_a_time(draw):
+    @functools.wraps(draw)
+    def locked(*args, **kwargs):
+        with _DRAWING:
+            return draw(*args, **kwargs)
+
+    return locked
+
+
 def _figure(**kwargs):
     """A matplotlib figure on its own Agg canvas: no pyplot, whose global figure registry is
     not thread-safe, since pictures are rendered on W&B's logging thread (Deferred)."""
@@ -97,6 +112,7 @@ def _render(fig, **savefig) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+@_one_figure_at_a_time
 def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> np.ndarray:
     """A scatter of xy coloured by class, rendered to an RGB uint8 array with matplotlib."""
     import matplotlib
@@ -117,6 +133,7 @@ def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> 
     return np.array(fig.canvas.buffer_rgba())[..., :3]
 
 
+@_one_figure_at_a_time
 def labelled_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -> np.ndarray:
     """Rows of images ([K, H, W, C] uint8 each), one label per row, as one RGB picture."""
     cols = max(len(r) for r in rows)

@@ -244,7 +244,9 @@ class RunContext:
     # What logging costs this process: seconds making pictures and logging rows (media,
     # log), against the wall time since the trainer started; both go into summary.json.
     logging_s: float = 0.0
-    logging_first_s: float | None = None  # The first log point's: compiles the media's jits.
+    # Logging seconds up to and including the first point with pictures, whose media call
+    # compiles the pictures' jitted functions (once per process).
+    logging_first_s: float | None = None
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
@@ -300,7 +302,7 @@ class RunContext:
             save_dir=self.image_dir,
         )
         self.logging_s += time.perf_counter() - start
-        if self.logging_first_s is None:
+        if self.logging_first_s is None and pictures:
             self.logging_first_s = self.logging_s
 
     def timings(self) -> dict[str, float]:
@@ -314,7 +316,7 @@ class RunContext:
             "time/wall_s": wall,
             "time/logging_s": self.logging_s,
             "time/logging_share": self.logging_s / wall if wall > 0 else 0.0,
-            # Without the first log point, whose pictures compile their jitted functions.
+            # Without the logging up to the first picture point (see logging_first_s).
             "time/logging_share_after_first": (
                 (self.logging_s - first) / (wall - first) if wall > first else 0.0
             ),

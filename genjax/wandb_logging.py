@@ -97,6 +97,7 @@ class Run:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wandb-log")
         self._pending: list[concurrent.futures.Future] = []
         self.worker_s = 0.0  # Seconds the worker has spent logging.
+        self._finished = False
         mode = choose_mode(mode)
         kwargs = dict(
             dir=str(directory),
@@ -175,6 +176,8 @@ class Run:
         scatter plots and tables ((columns, rows)); each image is also saved as
         save_dir/KEY.png when given. Returns at once; the worker thread renders, saves and
         logs (flush waits for it)."""
+        if self._finished:  # W&B must never stop training: a late row is dropped.
+            return
         self._pending = [f for f in self._pending if not f.done()]
         if len(self._pending) >= MAX_PENDING_LOGS:
             self._pending.pop(0).result()
@@ -189,20 +192,27 @@ class Run:
 
     def _log_now(self, step, scalars, images, scatters, tables, save_dir) -> None:
         start = time.perf_counter()
-        try:
-            images = {k: pictures.resolve(v) for k, v in (images or {}).items()}
-            if save_dir is not None:  # The latest of each picture, beside the checkpoints.
-                for key, value in images.items():
-                    array = value[0] if isinstance(value, tuple) else value
+        resolved = {}
+        for key, value in (images or {}).items():
+            # A picture that fails (a plotting error, a full disk) is left out alone: the
+            # step's numbers and its other pictures are still logged.
+            try:
+                resolved[key] = pictures.resolve(value)
+                if save_dir is not None:  # The latest of each picture, beside checkpoints.
+                    array = resolved[key]
+                    array = array[0] if isinstance(array, tuple) else array
                     pictures.save_png(array, Path(save_dir) / f"{key}.png")
-            self._build_and_log(step, scalars, images, scatters, tables)
-        except Exception as e:  # A picture that fails must not end a training run either.
-            self._report_failure(e)
+            except Exception as e:
+                self._report_failure(e, f"picture {key!r} at step {step}")
+        try:
+            self._build_and_log(step, scalars, resolved, scatters, tables)
         finally:
             self.worker_s += time.perf_counter() - start
 
-    def _report_failure(self, e: Exception) -> None:
-        if not self._failed_once:
+    def _report_failure(self, e: Exception, what: str = "logging") -> None:
+        if what != "logging":  # Each failing picture is named; rows fail once, quietly after.
+            _notice(f"{what} failed ({type(e).__name__}: {e}); training continues")
+        elif not self._failed_once:
             _notice(f"logging failed ({type(e).__name__}: {e}); training continues")
             self._failed_once = True
 
@@ -249,6 +259,7 @@ class Run:
 
     def finish(self, exit_code: int = 0) -> None:
         self.flush()
+        self._finished = True
         self._worker.shutdown()
         try:
             self._run.finish(exit_code=exit_code)

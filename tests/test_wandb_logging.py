@@ -92,6 +92,29 @@ def test_pictures_render_and_log_off_the_training_thread_in_order(wandb_home, tm
     assert back["summary"]["done"] == 1.0
 
 
+def test_a_failing_picture_costs_only_itself_and_finish_waits_for_the_worker(
+    wandb_home, tmp_path, capsys
+):
+    run = wandb_logging.Run(directory=tmp_path, config={}, mode="offline")
+
+    def broken():
+        raise RuntimeError("no font")
+
+    good = np.zeros((8, 8, 1), np.uint8)
+    bad = images.Deferred(broken)
+    run.log(1, {"x": 1.0}, images={"bad": bad, "good": good}, save_dir=tmp_path)
+    run.log(2, {"x": 2.0}, images={"good": good}, save_dir=tmp_path)
+    run.finish()  # No summary() first: finish itself must wait for both rows.
+    run.log(3, {"x": 3.0})  # After finish: dropped, never an error.
+    assert "picture 'bad' at step 1 failed (RuntimeError: no font)" in capsys.readouterr().err
+    back = wandb_logging.read_run(run.dir)
+    assert [h["x"] for h in back["history"]] == [1.0, 2.0]
+    assert (
+        back["history"][0]["good._type"] == "image-file" and "bad._type" not in back["history"][0]
+    )
+    assert (tmp_path / "good.png").is_file() and not (tmp_path / "bad.png").exists()
+
+
 def test_disabled_run_is_a_no_op(wandb_home, tmp_path):
     run = wandb_logging.Run(directory=tmp_path, config={}, mode="disabled")
     run.log(1, {"x": 1.0})
