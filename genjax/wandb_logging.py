@@ -91,9 +91,11 @@ class Run:
         Path(directory).mkdir(parents=True, exist_ok=True)
         self._failed_once = False
         # One worker, so steps reach W&B in the order they were logged (as CLU's
-        # AsyncWriter): encoding images and W&B tables costs ~0.3 s per autoencoder epoch,
-        # which the next epoch's training no longer waits for. summary, mark_preempting and
-        # finish wait for it first, so nothing logged is lost or overtaken.
+        # AsyncWriter): rendering the scatter, encoding images and building the W&B table
+        # cost ~0.5 s per autoencoder epoch here, which the next epoch's training no longer
+        # waits for. summary, mark_preempting and finish wait for it first, so nothing
+        # logged is overtaken or lost at a normal end or a signal (a kill -9 loses the rows
+        # still waiting, as W&B's own 1 s flush interval always could).
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wandb-log")
         self._pending: list[concurrent.futures.Future] = []
         self.worker_s = 0.0  # Seconds the worker has spent logging.
@@ -185,7 +187,7 @@ class Run:
         self._pending.append(self._worker.submit(self._log_now, *row))
 
     def flush(self) -> None:
-        """Waits until every step logged so far has reached W&B (or failed, reported once)."""
+        """Waits until every step logged so far has reached W&B (or failed, and said so)."""
         for future in self._pending:
             future.result()
         self._pending = []
