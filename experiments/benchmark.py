@@ -145,14 +145,16 @@ def matmul_peak(n: int, seconds: float = 3.0) -> dict[str, float]:
     return {"xla_gflops": xla, "numpy_gflops": blas, "matmul_gflops": max(xla, blas)}
 
 
-def _timed(dispatch, seconds: float) -> tuple[float, float, int]:
-    """(first dispatch's seconds, steady seconds per dispatch, steady dispatches)."""
+def timed(call, seconds: float, warmup: int = 1, min_calls: int = 2) -> tuple[float, float, int]:
+    """(seconds of the first `warmup` calls, steady seconds per call, steady calls): calls
+    repeated for `seconds`, at least `min_calls` times. Every framework's cases use it."""
     start = time.perf_counter()
-    dispatch()
+    for _ in range(warmup):
+        call()
     first = time.perf_counter() - start
     calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < seconds:
-        dispatch()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        call()
         calls += 1
     return first, (time.perf_counter() - start) / calls, calls
 
@@ -204,7 +206,7 @@ def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
         )
         jax.device_get(metrics)
 
-    first, per_dispatch, calls = _timed(dispatch, config.seconds)
+    first, per_dispatch, calls = timed(dispatch, config.seconds)
     example = {
         "image": jnp.zeros((batch, *dataset.info.image_shape), jnp.float32),
         "label": jnp.zeros((batch,), jnp.int32),
@@ -233,7 +235,7 @@ def _dcgan_case(batch: int, config: BenchmarkConfig) -> dict:
         jax.device_get(metrics)
         box["start"] += length
 
-    first, per_dispatch, calls = _timed(dispatch, config.seconds)
+    first, per_dispatch, calls = timed(dispatch, config.seconds)
     bound = gan_steps.GANSteps(run_config.latent_dim, batch, run_config.sampling)
     images = data.to_device(dataset.train).images
     step_flops = flops.count(bound.iteration, box["state"], images, keys.step, keys.data)

@@ -15,7 +15,6 @@ would keep.
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -24,6 +23,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
+
+from experiments.benchmark import timed  # noqa: E402
 
 
 def _autoencoder(latent_dim: int = 2) -> keras.Model:
@@ -125,14 +126,10 @@ def _time_fit(model, images, batch: int, steps: int, seconds: float) -> tuple[fl
     batches of the training images."""
     steps = min(steps, len(images) // batch)  # One epoch at most, as genjax's dispatch.
     x = images[: batch * steps]
-    start = time.perf_counter()
-    model.fit(x, x, batch_size=batch, epochs=1, verbose=0, shuffle=True)
-    first = time.perf_counter() - start
-    calls, start = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - start < seconds:
-        model.fit(x, x, batch_size=batch, epochs=1, verbose=0, shuffle=True)
-        calls += 1
-    return first, (time.perf_counter() - start) / calls
+    first, per, _ = timed(
+        lambda: model.fit(x, x, batch_size=batch, epochs=1, verbose=0, shuffle=True), seconds
+    )
+    return first, per
 
 
 def _time_gan(batch: int, seconds: float, images, jit: bool) -> tuple[float, float]:
@@ -166,15 +163,9 @@ def _time_gan(batch: int, seconds: float, images, jit: bool) -> tuple[float, flo
         discriminator.train_on_batch(generated, fake)
         combined.train_on_batch(noise, valid)
 
-    start = time.perf_counter()
-    for _ in range(2):  # The first traces and compiles; the second warms the second label.
-        iteration()
-    first = time.perf_counter() - start
-    calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        iteration()
-        calls += 1
-    return first, (time.perf_counter() - start) / calls
+    # Two warm-up iterations: the first traces and compiles, the second warms the second label.
+    first, per, _ = timed(iteration, seconds, warmup=2, min_calls=3)
+    return first, per
 
 
 def _variants(name: str) -> list[dict]:

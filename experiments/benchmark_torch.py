@@ -12,12 +12,12 @@ and with channels_last, and the faster is kept.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from experiments.benchmark import timed
 
 # Keras's BatchNormalization(momentum=0.8, epsilon=1e-3): PyTorch's momentum is 1 - Keras's.
 _BN = dict(momentum=0.2, eps=1e-3)
@@ -99,19 +99,6 @@ def _discriminator() -> nn.Module:
     )
 
 
-def _time_steps(step, seconds: float, warmup: int) -> tuple[float, float]:
-    """(seconds of the first `warmup` steps, steady seconds per step)."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    first = time.perf_counter() - start
-    calls, start = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        step()
-        calls += 1
-    return first, (time.perf_counter() - start) / calls
-
-
 def _time_epoch_model(name, batch, seconds, images) -> tuple[float, float]:
     model = _Autoencoder() if name == "autoencoder" else _VAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -128,7 +115,7 @@ def _time_epoch_model(name, batch, seconds, images) -> tuple[float, float]:
         loss.backward()
         optimizer.step()
 
-    return _time_steps(step, seconds, warmup=5)
+    return timed(step, seconds, warmup=5, min_calls=3)[:2]
 
 
 def _time_gan(batch, seconds, images, channels_last: bool) -> tuple[float, float]:
@@ -166,7 +153,7 @@ def _time_gan(batch, seconds, images, channels_last: bool) -> tuple[float, float
         discriminator.requires_grad_(True)
         g_opt.step()
 
-    return _time_steps(iteration, seconds, warmup=2)
+    return timed(iteration, seconds, warmup=2, min_calls=3)[:2]
 
 
 def time_model(name: str, batch: int, steps: int, seconds: float, images: np.ndarray) -> dict:
