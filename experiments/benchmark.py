@@ -19,6 +19,7 @@ one large jitted matmul. Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -73,6 +74,10 @@ class BenchmarkConfig:
     # More flags for the experiments --logging_cost runs, space-separated ("--epochs=1"
     # replaces the default 5 epochs, DCGAN 200 iterations).
     logging_flags: str = ""
+    # Also time each matmul and convolution of the step alone, and the optimizer update
+    # alone: how much of the step is kernels that any framework on this machine runs, and
+    # how much is the rest (elementwise work, data gathering, dispatch).
+    floor: bool = False
     case: str = ""  # Internal: "model:batch" runs one case in this process, prints JSON.
 
     def compare_list(self) -> list[str]:
@@ -159,6 +164,100 @@ def timed(call, seconds: float, warmup: int = 1, min_calls: int = 2) -> tuple[fl
     return first, (time.perf_counter() - start) / calls, calls
 
 
+# Runs of a product per timed call: a chain, each run's input changed by the previous run's
+# output, so that nothing can be hoisted, cached or run concurrently.
+_CHAIN = 16
+
+
+def _chained(run, carried: jax.Array, rest: tuple, seconds: float) -> float:
+    """Seconds per run of run(carried, *rest) in a jitted chain of _CHAIN runs. One element
+    of `carried` is set from the last run's output sum, so the chain adds one pass reading
+    each output (a few percent of a matmul's time) and nothing else."""
+
+    def body(carry, _):
+        x, feed = carry
+        x = x.at[(0,) * x.ndim].set(jnp.tanh(feed).astype(x.dtype))
+        out = run(x, *rest)
+        return (x, sum(jnp.sum(leaf) for leaf in jax.tree.leaves(out))), None
+
+    chain = jax.jit(lambda x, rest: jax.lax.scan(body, (x, 0.0), length=_CHAIN)[0][1])
+    _, per_call, _ = timed(lambda: chain(carried, rest).block_until_ready(), seconds)
+    return per_call / _CHAIN
+
+
+def _channels_last(product: flops.Product, operands: list[jax.Array]):
+    """A convolution restated on operands transposed to NHWC / HWIO (out NHWC): the same
+    products. Inside a step XLA lays out a convolution's operands as its kernels want them
+    (the producers write that layout); alone, arrays arrive row-major, and a convolution
+    whose dimension numbers don't match that (a kernel gradient: batch as the contracted
+    feature) falls to a generic loop tens of times slower."""
+    lhs, rhs, out = product.params["dimension_numbers"]
+    n = len(lhs)
+    lhs_order = (lhs[0], *lhs[2:], lhs[1])
+    rhs_order = (*rhs[2:], rhs[1], rhs[0])
+    nhwc, hwio = (0, n - 1, *range(1, n - 1)), (n - 1, n - 2, *range(n - 2))
+    dimension_numbers = jax.lax.ConvDimensionNumbers(nhwc, hwio, nhwc)
+    params = {**product.params, "dimension_numbers": dimension_numbers}
+    run = functools.partial(product.primitive.bind, **params)
+    return run, [operands[0].transpose(lhs_order), operands[1].transpose(rhs_order)]
+
+
+def product_seconds(product: flops.Product, seconds: float) -> float:
+    """Seconds one run of a step's matmul or convolution takes alone on this device: the
+    same primitive, shapes and parameters, random operands (a convolution's in the layout
+    its kernels want, as inside a step; see _channels_last)."""
+    keys = jax.random.split(jax.random.key(0), len(product.operands))
+    operands = [
+        jax.random.normal(k, o.shape, o.dtype) for k, o in zip(keys, product.operands, strict=True)
+    ]
+    run = product.run
+    if product.primitive.name == "conv_general_dilated":
+        run, operands = _channels_last(product, operands)
+    return _chained(run, operands[0], tuple(operands[1:]), seconds)
+
+
+def optimizer_seconds(state, seconds: float) -> float:
+    """Seconds of one state.apply_gradients alone (the optimizer's update of every
+    parameter), with fixed gradients of the parameters' shapes, the state carried from one
+    update to the next as in the training loop."""
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), state.params)
+
+    def updates(state, grads):
+        step = lambda s, _: (s.apply_gradients(grads=grads), None)  # noqa: E731
+        return jax.lax.scan(step, state, length=_CHAIN)[0]
+
+    chain = jax.jit(updates, donate_argnums=0)
+    box = {"state": jax.tree.map(jnp.copy, state)}
+
+    def call():
+        box["state"] = chain(box["state"], grads)
+        jax.block_until_ready(box["state"])
+
+    _, per_call, _ = timed(call, seconds)
+    return per_call / _CHAIN
+
+
+def _floor(row: dict, step_products: list[flops.Product], state, seconds: float) -> dict:
+    """The step beside its parts timed alone (--floor); milliseconds per training step."""
+    each = max(seconds / (len(step_products) + 1), 0.05)
+    times = [product_seconds(p, each) * p.times for p in step_products]
+    optimizer = optimizer_seconds(state, each) if state is not None else None
+    step = 1e3 / row["steps_per_s"]
+    kernels = 1e3 * sum(times)
+    parts = kernels + (1e3 * optimizer if optimizer is not None else 0.0)
+    return {
+        "step_ms": step,
+        "products_ms": kernels,
+        "products_gflops": row["gflop_per_step"] / kernels * 1e3,
+        "optimizer_ms": None if optimizer is None else 1e3 * optimizer,
+        "rest_ms": step - parts,
+        "products": [
+            {"product": p.describe(), "times": p.times, "ms": 1e3 * t}
+            for p, t in zip(step_products, times, strict=True)
+        ],
+    }
+
+
 def _run_config(config_cls, batch: int, config: BenchmarkConfig, **overrides):
     """The experiment's own config at this batch size and data, logging nothing."""
     return config_cls(
@@ -191,20 +290,24 @@ def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
         batch_size=batch,
         pixel_range=family.pixel_range,
     )
-    box = {"state": state}
+    box = {"state": state, "dispatches": 0}
+    per_order = len(fused.chunks(per_epoch, num_steps))  # Dispatches sharing an epoch order.
 
     def dispatch():  # As EpochTrainer: one fused dispatch, then its metrics on the host.
+        epoch, at = divmod(box["dispatches"], per_order)
+        if at == 0:  # EpochTrainer draws each epoch's order once, before its dispatches.
+            box["order"] = fused.epoch_order(keys.data, jnp.int32(epoch), n=len(split))
         box["state"], metrics = fused.train_steps(
             box["state"],
             split.images,
             split.labels,
             keys.step,
-            keys.data,
-            jnp.int32(0),
+            box["order"],
             jnp.int32(0),
             **static,
         )
         jax.device_get(metrics)
+        box["dispatches"] += 1
 
     first, per_dispatch, calls = timed(dispatch, config.seconds)
     example = {
@@ -212,7 +315,11 @@ def _epoch_case(name: str, batch: int, config: BenchmarkConfig) -> dict:
         "label": jnp.zeros((batch,), jnp.int32),
     }
     step_flops = flops.count(family.train_step, box["state"], example, keys.step)
-    return _row(name, batch, num_steps, first, per_dispatch, calls, step_flops)
+    row = _row(name, batch, num_steps, first, per_dispatch, calls, step_flops)
+    if config.floor:
+        step_products = flops.products(family.train_step, box["state"], example, keys.step)
+        row["floor"] = _floor(row, step_products, box["state"], config.seconds)
+    return row
 
 
 def _dcgan_case(batch: int, config: BenchmarkConfig) -> dict:
@@ -239,7 +346,14 @@ def _dcgan_case(batch: int, config: BenchmarkConfig) -> dict:
     bound = gan_steps.GANSteps(run_config.latent_dim, batch, run_config.sampling)
     images = data.to_device(dataset.train).images
     step_flops = flops.count(bound.iteration, box["state"], images, keys.step, keys.data)
-    return _row("dcgan", batch, length, first, per_dispatch, calls, step_flops)
+    row = _row("dcgan", batch, length, first, per_dispatch, calls, step_flops)
+    if config.floor:
+        # The iteration's three Adam updates (two of the discriminator, one of the
+        # generator) are left out of its floor: ~2M parameters beside 13.6 GFLOP of
+        # convolutions.
+        args = (box["state"], images, keys.step, keys.data)
+        row["floor"] = _floor(row, flops.products(bound.iteration, *args), None, config.seconds)
+    return row
 
 
 def _row(name, batch, steps_per_dispatch, first, per_dispatch, calls, step_flops) -> dict:
@@ -298,19 +412,37 @@ def _child(config: BenchmarkConfig, case: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _table(rows: list[dict], peak: float) -> str:
-    head = (
-        f"{'model':<12}{'batch':>6}{'steps/s':>10}{'images/s':>11}{'compile s':>11}"
-        f"{'peak MB':>9}{'GFLOP/step':>12}{'GFLOP/s':>9}{'of peak':>9}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r['model']:<12}{r['batch_size']:>6}{r['steps_per_s']:>10.1f}"
-            f"{r['images_per_s']:>11.0f}{r['compile_s']:>11.2f}{r['peak_host_mb']:>9.0f}"
-            f"{r['gflop_per_step']:>12.4f}{r['gflops']:>9.1f}{r['gflops'] / peak:>9.1%}"
+def _text_table(columns: list[tuple[str, str, int]], lines: list[list[str]]) -> str:
+    """A plain-text table: columns are (title, "<" or ">", width), a rule under the titles."""
+
+    def line(cells):
+        return "".join(
+            f"{c:{align}{width}}" for c, (_, align, width) in zip(cells, columns, strict=True)
         )
-    return "\n".join(lines)
+
+    head = line([title for title, _, _ in columns])
+    return "\n".join([head, "-" * len(head), *(line(cells) for cells in lines)])
+
+
+def _table(rows: list[dict], peak: float) -> str:
+    columns = [("model", "<", 12), ("batch", ">", 6), ("steps/s", ">", 10)]
+    columns += [("images/s", ">", 11), ("compile s", ">", 11), ("peak MB", ">", 9)]
+    columns += [("GFLOP/step", ">", 12), ("GFLOP/s", ">", 9), ("of peak", ">", 9)]
+    lines = [
+        [
+            r["model"],
+            str(r["batch_size"]),
+            f"{r['steps_per_s']:.1f}",
+            f"{r['images_per_s']:.0f}",
+            f"{r['compile_s']:.2f}",
+            f"{r['peak_host_mb']:.0f}",
+            f"{r['gflop_per_step']:.4f}",
+            f"{r['gflops']:.1f}",
+            f"{r['gflops'] / peak:.1%}",
+        ]
+        for r in rows
+    ]
+    return _text_table(columns, lines)
 
 
 def _frameworks(config: BenchmarkConfig) -> tuple[list[str], list[dict]]:
@@ -340,27 +472,31 @@ def _median(rows: list[dict]) -> dict:
 
 
 def _comparison_table(rows: list[dict], others: list[dict]) -> str:
-    head = (
-        f"{'model':<12}{'batch':>6}{'genjax steps/s':>16}  {'other':<58}"
-        f"{'steps/s':>9}{'genjax x':>10}"
-    )
-    lines = [head, "-" * len(head)]
+    columns = [("model", "<", 12), ("batch", ">", 6), ("genjax steps/s", ">", 16)]
+    columns += [("  other", "<", 60), ("steps/s", ">", 9), ("genjax x", ">", 10)]
     by_key = {(r["model"], r["batch_size"]): r for r in rows}
+    lines = []
     for o in others:
         if "speedup" not in o:
             continue
-        mine = by_key[(o["model"], o["batch_size"])]["steps_per_s"]
         settings = []
         if o.get("jit_compile"):
             settings.append("XLA")
         if o.get("steps_per_execution", 1) > 1:
             settings.append(f"{o['steps_per_execution']} steps/call")
         other = o["framework"] + (f" ({', '.join(settings)})" if settings else "")
+        mine = by_key[(o["model"], o["batch_size"])]["steps_per_s"]
         lines.append(
-            f"{o['model']:<12}{o['batch_size']:>6}{mine:>16.1f}  {other:<58}"
-            f"{o['steps_per_s']:>9.1f}{o['speedup']:>10.2f}"
+            [
+                o["model"],
+                str(o["batch_size"]),
+                f"{mine:.1f}",
+                f"  {other}",
+                f"{o['steps_per_s']:.1f}",
+                f"{o['speedup']:.2f}",
+            ]
         )
-    return "\n".join(lines)
+    return _text_table(columns, lines)
 
 
 def _logging_case(name: str, config: BenchmarkConfig) -> dict:
@@ -454,6 +590,8 @@ def benchmark(config: BenchmarkConfig) -> dict:
                 others.append(other)
     if others:
         print(_comparison_table(rows, others))
+    if config.floor:
+        print(_floor_table(rows))
     logging_rows = []
     if config.logging_cost:
         for name in config.model_list():
@@ -472,19 +610,44 @@ def benchmark(config: BenchmarkConfig) -> dict:
     return result
 
 
-def _logging_table(rows: list[dict]) -> str:
-    head = (
-        f"{'experiment':<36}{'wall s':>9}{'logging s':>11}{'share':>8}"
-        f"{'after 1st':>11}{'W&B thread s':>14}"
-    )
-    lines = [head, "-" * len(head)]
+def _floor_table(rows: list[dict]) -> str:
+    columns = [("model", "<", 12), ("batch", ">", 6), ("step ms", ">", 9)]
+    columns += [("matmuls+convs alone", ">", 21), ("GFLOP/s", ">", 9)]
+    columns += [("optimizer alone", ">", 17), ("rest", ">", 9), ("rest share", ">", 12)]
+    lines = []
     for r in rows:
+        f = r["floor"]
+        optimizer = "-" if f["optimizer_ms"] is None else f"{f['optimizer_ms']:.3f}"
         lines.append(
-            f"{r['command']:<36}{r['wall_s']:>9.1f}{r['logging_s']:>11.2f}"
-            f"{r['logging_share']:>8.1%}{r['logging_share_after_first']:>11.1%}"
-            f"{r['logging_worker_s']:>14.2f}"
+            [
+                r["model"],
+                str(r["batch_size"]),
+                f"{f['step_ms']:.3f}",
+                f"{f['products_ms']:.3f}",
+                f"{f['products_gflops']:.1f}",
+                optimizer,
+                f"{f['rest_ms']:.3f}",
+                f"{f['rest_ms'] / f['step_ms']:.1%}",
+            ]
         )
-    return "\n".join(lines)
+    return _text_table(columns, lines)
+
+
+def _logging_table(rows: list[dict]) -> str:
+    columns = [("experiment", "<", 36), ("wall s", ">", 9), ("logging s", ">", 11)]
+    columns += [("share", ">", 8), ("after 1st", ">", 11), ("W&B thread s", ">", 14)]
+    lines = [
+        [
+            r["command"],
+            f"{r['wall_s']:.1f}",
+            f"{r['logging_s']:.2f}",
+            f"{r['logging_share']:.1%}",
+            f"{r['logging_share_after_first']:.1%}",
+            f"{r['logging_worker_s']:.2f}",
+        ]
+        for r in rows
+    ]
+    return _text_table(columns, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,13 @@ is a few percent of these models' work and not what a matmul peak is measured in
 transposed convolution (the input gradient of a strided one, expressed with lhs_dilation)
 is counted without the multiplications by the inserted zeros, so a convolution's backward
 costs what its forward does per product, as in the usual "training = 3x forward" rule.
+`products` lists the same matmuls and convolutions, each distinct one once with how often it
+runs, so that each can be run again alone (the benchmark's --floor).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -45,24 +48,64 @@ def _sub_jaxprs(eqn):
                 yield item
 
 
-def _count(jaxpr) -> int:
-    total = 0
+_FLOPS = {"dot_general": _dot_flops, "conv_general_dilated": _conv_flops}
+
+
+def _walk(jaxpr, times: int = 1):
+    """(equation, runs per call) of every matmul and convolution, nested jaxprs included."""
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "dot_general":
-            total += _dot_flops(eqn)
-        elif name == "conv_general_dilated":
-            total += _conv_flops(eqn)
+        if name in _FLOPS:
+            yield eqn, times
         elif name == "cond":  # One branch runs: count the costliest.
-            total += max(_count(b.jaxpr) for b in eqn.params["branches"])
+            costliest = max(eqn.params["branches"], key=lambda b: _count(b.jaxpr))
+            yield from _walk(costliest.jaxpr, times)
         else:
             # A scan body runs `length` times; other nested jaxprs (jit, remat, custom
             # derivatives, a while body of unknown trip count: once) once.
-            inner = sum(_count(sub) for sub in _sub_jaxprs(eqn))
-            total += inner * (eqn.params["length"] if name == "scan" else 1)
-    return total
+            inner = times * (eqn.params["length"] if name == "scan" else 1)
+            for sub in _sub_jaxprs(eqn):
+                yield from _walk(sub, inner)
+
+
+def _count(jaxpr) -> int:
+    return sum(_FLOPS[eqn.primitive.name](eqn) * times for eqn, times in _walk(jaxpr))
 
 
 def count(fn: Callable, *args: Any, **kwargs: Any) -> int:
     """FLOPs of the matmuls and convolutions of one call fn(*args, **kwargs)."""
     return _count(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+    """One distinct matmul or convolution of a function, as its jaxpr states it."""
+
+    primitive: Any  # jax's dot_general or conv_general_dilated primitive.
+    params: dict[str, Any]  # Its equation's parameters (dimension numbers, strides, ...).
+    operands: tuple[jax.ShapeDtypeStruct, ...]
+    flops: int  # Per run.
+    times: int  # Runs per call of the function.
+
+    def run(self, *operands: jax.Array) -> jax.Array:
+        """The same product of other operands of these shapes."""
+        return self.primitive.bind(*operands, **self.params)
+
+    def describe(self) -> str:
+        shapes = " x ".join(str(tuple(o.shape)) for o in self.operands)
+        return f"{self.primitive.name} {shapes}"
+
+
+def products(fn: Callable, *args: Any, **kwargs: Any) -> list[Product]:
+    """The distinct matmuls and convolutions of one call fn(*args, **kwargs), each with how
+    often it runs; sum(p.flops * p.times) == count(fn, ...)."""
+    found: dict[str, Product] = {}
+    for eqn, times in _walk(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr):
+        operands = tuple(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
+        key = repr((eqn.primitive.name, operands, sorted(eqn.params.items())))
+        if key in found:
+            found[key] = dataclasses.replace(found[key], times=found[key].times + times)
+        else:
+            flops = _FLOPS[eqn.primitive.name](eqn)
+            found[key] = Product(eqn.primitive, dict(eqn.params), operands, flops, times)
+    return list(found.values())

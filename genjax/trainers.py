@@ -61,6 +61,9 @@ class EpochTrainer:
         with _bar(ctxs[0], self.total_steps, step) as bar:
             for epoch in range(start_epoch, config.epochs):
                 bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+                order = fused.epoch_order(
+                    keys["data"], jnp.int32(epoch), n=len(train_split), vectorized=vectorized
+                )
                 for start, length in fused.chunks(per_epoch, config.steps_per_dispatch):
                     if epoch == start_epoch and start < start_in_epoch:
                         # Done before the checkpoint this run resumed from, which lies on
@@ -71,8 +74,7 @@ class EpochTrainer:
                         train_split.images,
                         train_split.labels,
                         keys["step"],
-                        keys["data"],
-                        jnp.int32(epoch),
+                        order,
                         jnp.int32(start),
                         train_step=family.train_step,
                         num_steps=length,

@@ -8,10 +8,13 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments import benchmark
 from genjax import flops
+from genjax.models.autoencoder import Autoencoder
+from genjax.steps import autoencoder as steps_ae
 
 
 def test_flop_count_of_dense_and_strided_convolution_training():
@@ -36,6 +39,41 @@ def test_flops_inside_a_scan_count_once_per_iteration():
     assert flops.count(repeated, jnp.zeros((4, 4))) == 3 * 2 * 4 * 4 * 4
 
 
+def test_products_are_the_distinct_matmuls_and_convolutions_with_their_counts():
+    x = jax.random.normal(jax.random.key(1), (8, 12, 12, 3))
+    conv = nn.Conv(16, (3, 3), strides=(2, 2), use_bias=False)
+    params = conv.init(jax.random.key(0), x)
+    both = jax.grad(lambda p, x: conv.apply(p, x).sum(), argnums=(0, 1))
+    found = flops.products(both, params, x)
+    # Forward, kernel gradient, input gradient: three different convolutions, once each.
+    assert sorted(p.primitive.name for p in found) == ["conv_general_dilated"] * 3
+    assert sum(p.flops * p.times for p in found) == flops.count(both, params, x)
+    # A product runs again on other operands of its shapes: the forward is the layer.
+    (forward,) = [p for p in found if p.operands[0].shape == x.shape and p.times == 1][:1]
+    kernel = params["params"]["kernel"]
+    np.testing.assert_allclose(forward.run(x, kernel), conv.apply(params, x), rtol=1e-5)
+    assert "conv_general_dilated (8, 12, 12, 3)" in forward.describe()
+
+    def repeated(a, b):  # The same matmul three times in a scan and twice outside: one entry.
+        y = jax.lax.scan(lambda c, _: (c @ b, None), a, None, length=3)[0]
+        return (y @ b) @ b
+
+    (matmul,) = flops.products(repeated, jnp.ones((4, 4)), jnp.ones((4, 4)))
+    assert matmul.times == 5 and matmul.flops == 2 * 4 * 4 * 4
+
+
+def test_floor_times_each_product_alone_and_the_optimizer():
+    found = flops.products(lambda a, b: a @ b, jnp.ones((16, 32)), jnp.ones((32, 8)))
+    row = {"steps_per_s": 100.0, "gflop_per_step": 2 * 16 * 32 * 8 / 1e9}
+    floor = benchmark._floor(row, found, None, seconds=0.05)  # No optimizer: the DCGAN's case.
+    assert floor["step_ms"] == pytest.approx(10.0) and floor["optimizer_ms"] is None
+    ((entry),) = floor["products"]
+    assert entry["times"] == 1 and entry["ms"] > 0 and "(16, 32) x (32, 8)" in entry["product"]
+    assert floor["rest_ms"] == pytest.approx(10.0 - entry["ms"])
+    state = steps_ae.create_state(Autoencoder(latent_dim=2), 1e-3, jax.random.key(0))
+    assert benchmark.optimizer_seconds(state, seconds=0.05) > 0
+
+
 @pytest.mark.slow
 def test_benchmark_times_the_autoencoder_and_writes_its_table(tmp_path, capsys):
     out = tmp_path / "bench.json"
@@ -45,6 +83,7 @@ def test_benchmark_times_the_autoencoder_and_writes_its_table(tmp_path, capsys):
         "--seconds=0.2",
         "--dispatch_steps=20",
         "--matmul_size=256",
+        "--floor=true",
         f"--out={out}",
     ]
     assert benchmark.main(argv) == 0
@@ -59,8 +98,17 @@ def test_benchmark_times_the_autoencoder_and_writes_its_table(tmp_path, capsys):
     per_image = 2 * (2 * 784 * 512 + 3 * 512 * 2 + 3 * 2 * 512 + 3 * 512 * 784)
     assert row["gflop_per_step"] == pytest.approx(16 * per_image / 1e9, rel=1e-9)
     assert row["gflops"] == pytest.approx(row["gflop_per_step"] * row["steps_per_s"])
+    # --floor: every matmul of the step timed alone, and its Adam update; the rest is
+    # what the step spends besides them.
+    floor = row["floor"]
+    assert floor["step_ms"] == pytest.approx(1e3 / row["steps_per_s"])
+    assert sum(p["times"] for p in floor["products"]) == 11  # 4 forward, 7 backward.
+    assert all(p["ms"] > 0 for p in floor["products"]) and floor["optimizer_ms"] > 0
+    parts = sum(p["ms"] for p in floor["products"]) + floor["optimizer_ms"]
+    assert floor["rest_ms"] == pytest.approx(floor["step_ms"] - parts)
     table = capsys.readouterr().out
     assert "autoencoder" in table and "GFLOP/s" in table and str(out) in table
+    assert "optimizer alone" in table
 
 
 def test_bad_benchmark_flags_are_refused(capsys):

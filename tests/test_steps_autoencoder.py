@@ -52,8 +52,7 @@ def test_same_seed_same_result_other_seed_different(small):
             small.images,
             small.labels,
             keys[0],
-            keys[1],
-            0,
+            fused.epoch_order(keys[1], 0, n=len(small)),
             0,
             train_step=steps.train_step,
             num_steps=3,
@@ -98,8 +97,7 @@ def test_fused_chunks_equal_a_python_loop_of_steps(small):
             small.images,
             small.labels,
             step_key,
-            data_key,
-            1,
+            fused.epoch_order(data_key, 1, n=len(small)),
             start,
             train_step=steps.train_step,
             num_steps=length,
@@ -149,8 +147,7 @@ def test_fused_steps_compile_once_across_chunks_and_epochs(small):
                 small.images,
                 small.labels,
                 jax.random.key(0),
-                jax.random.key(1),
-                jnp.int32(epoch),
+                fused.epoch_order(jax.random.key(1), jnp.int32(epoch), n=len(small)),
                 jnp.int32(start),
                 train_step=steps.train_step,
                 num_steps=1,
@@ -158,3 +155,14 @@ def test_fused_steps_compile_once_across_chunks_and_epochs(small):
                 pixel_range=steps.PIXEL_RANGE,
             )
     assert fused.train_steps._cache_size() == before + 1
+
+
+def test_epoch_order_is_the_epochs_permutation_per_trial():
+    """One order per epoch (drawn outside the dispatches); vectorized: one per data key."""
+    keys = jnp.stack([jax.random.key(4), jax.random.key(5)])
+    one = fused.epoch_order(keys[0], jnp.int32(2), n=96)
+    both = fused.epoch_order(keys, jnp.int32(2), n=96, vectorized=True)
+    np.testing.assert_array_equal(one, data.epoch_permutation(keys[0], 2, 96))
+    np.testing.assert_array_equal(both[1], data.epoch_permutation(keys[1], 2, 96))
+    assert sorted(np.asarray(one).tolist()) == list(range(96))
+    assert not np.array_equal(one, fused.epoch_order(keys[0], jnp.int32(3), n=96))
