@@ -62,6 +62,26 @@ def test_products_are_the_distinct_matmuls_and_convolutions_with_their_counts():
     assert matmul.times == 5 and matmul.flops == 2 * 4 * 4 * 4
 
 
+def test_a_convolution_is_timed_channels_last_as_the_same_product():
+    """--floor restates a convolution on transposed operands: it must stay the same sum of
+    products (here a kernel gradient, whose contracted feature is the batch)."""
+    x = jax.random.normal(jax.random.key(1), (6, 9, 9, 3))
+    conv = nn.Conv(5, (3, 3), use_bias=False)
+    params = conv.init(jax.random.key(0), x)
+    grad = jax.grad(lambda p: conv.apply(p, x).sum())
+    found = flops.products(grad, params)
+    (kernel_grad,) = [p for p in found if p.operands[1].shape == (6, 9, 9, 5)]  # x and g
+    operands = [
+        jax.random.normal(jax.random.key(i), o.shape) for i, o in enumerate(kernel_grad.operands)
+    ]
+    run, restated = benchmark._channels_last(kernel_grad, operands)
+    expected = kernel_grad.run(*operands)
+    got = run(*restated)
+    assert got.size == expected.size
+    np.testing.assert_allclose(np.sort(got.ravel()), np.sort(expected.ravel()), rtol=1e-4)
+    np.testing.assert_allclose(got.sum(), expected.sum(), rtol=1e-4)
+
+
 def test_floor_times_each_product_alone_and_the_optimizer():
     found = flops.products(lambda a, b: a @ b, jnp.ones((16, 32)), jnp.ones((32, 8)))
     row = {"steps_per_s": 100.0, "gflop_per_step": 2 * 16 * 32 * 8 / 1e9}
