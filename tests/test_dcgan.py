@@ -14,12 +14,13 @@ import pytest
 from experiments import dcgan as dcgan_experiment
 from experiments import evaluate as evaluate_main
 from genjax import flops, wandb_logging
+from genjax.models import dcgan as dcgan_model
 from genjax.models.dcgan import (
     BN_EPSILON,
     BN_MOMENTUM,
     Discriminator,
     Generator,
-    conv_chunked_kernel_grad,
+    conv3x3_few_outputs,
     upsample2,
     upsample2_conv3x3,
 )
@@ -109,32 +110,47 @@ def test_upsample_conv_equals_upsampling_then_convolving(shape):
         upsample2_conv3x3(x, kernel[:2])
 
 
-@pytest.mark.parametrize("chunk", [0, 3, 4, 10])
-def test_kernel_gradient_in_batch_chunks_is_the_whole_batch_gradient(chunk):
-    """Chunks that divide the batch, one that does not (3 of 10), one chunk, and none."""
-    x = jax.random.normal(jax.random.key(0), (10, 6, 5, 4))
-    kernel = jax.random.normal(jax.random.key(1), (3, 3, 4, 7))
-    cotangent = jax.random.normal(jax.random.key(2), (10, 6, 5, 7))
-    chunked, chunked_vjp = jax.vjp(
-        lambda x, k: conv_chunked_kernel_grad(x, k, "SAME", chunk), x, kernel
-    )
-    plain, plain_vjp = jax.vjp(lambda x, k: _plain_conv(x, k), x, kernel)
-    np.testing.assert_array_equal(chunked, plain)
-    for got, want in zip(chunked_vjp(cotangent), plain_vjp(cotangent), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
-    # The same multiply-adds, so the benchmark's FLOP count stays the model's.
+@pytest.mark.parametrize("matmul_gradients", [True, False])
+def test_upsample_conv_gradients_as_matmuls_are_the_convolution_gradients(
+    monkeypatch, matmul_gradients
+):
+    """Both gradient paths of the parity-split layer (matrix products, taken on CPU; plain
+    convolution gradients, taken on GPU/TPU) against autodiff of upsample + convolution, on
+    a batch, border and channel counts where a wrongly shifted or transposed tap shows; and
+    the matmul gradients do the convolution gradients' multiply-adds, no more."""
+    x = jax.random.normal(jax.random.key(0), (3, 5, 4, 6))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 6, 7))
+    cotangent = jax.random.normal(jax.random.key(2), (3, 10, 8, 7))
+    monkeypatch.setattr(dcgan_model, "_matmul_gradients", lambda: matmul_gradients)
+    got = jax.vjp(upsample2_conv3x3, x, kernel)[1](cotangent)
+    want = jax.vjp(lambda x, k: _plain_conv(upsample2(x), k), x, kernel)[1](cotangent)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
     both = functools.partial(jax.grad, argnums=(0, 1))
-    assert flops.count(
-        both(lambda x, k: conv_chunked_kernel_grad(x, k, "SAME", chunk).sum()), x, kernel
-    ) == flops.count(both(lambda x, k: _plain_conv(x, k).sum()), x, kernel)
-    # Through the parity-split layer too, with a chunk that leaves a remainder.
-    small = x[..., :3]
-    fast_vjp = jax.vjp(lambda k: upsample2_conv3x3(small, k, chunk), kernel[:, :, :3])[1]
-    plain_up_vjp = jax.vjp(lambda k: _plain_conv(upsample2(small), k), kernel[:, :, :3])[1]
-    up_cotangent = jax.random.normal(jax.random.key(3), (10, 12, 10, 7))
-    np.testing.assert_allclose(
-        fast_vjp(up_cotangent)[0], plain_up_vjp(up_cotangent)[0], rtol=1e-5, atol=1e-4
+    flops_here = flops.count(both(lambda x, k: upsample2_conv3x3(x, k).sum()), x, kernel)
+    monkeypatch.setattr(dcgan_model, "_matmul_gradients", lambda: not matmul_gradients)
+    assert flops_here == flops.count(both(lambda x, k: upsample2_conv3x3(x, k).sum()), x, kernel)
+
+
+@pytest.mark.parametrize("shape, features", [((2, 6, 5, 4), 1), ((3, 7, 7, 8), 3)])
+def test_few_output_convolution_equals_the_convolution(shape, features):
+    """The generator's last layer as one matmul and shifted sums: the 3x3 'same'
+    convolution's value, both gradients and FLOPs, borders included (odd, non-square)."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], features))
+    got, got_vjp = jax.vjp(conv3x3_few_outputs, x, kernel)
+    want, want_vjp = jax.vjp(_plain_conv, x, kernel)
+    chex.assert_shape(got, (*shape[:3], features))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    cotangent = jax.random.normal(jax.random.key(2), want.shape)
+    for g, w in zip(got_vjp(cotangent), want_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+    both = functools.partial(jax.grad, argnums=(0, 1))
+    assert flops.count(both(lambda x, k: conv3x3_few_outputs(x, k).sum()), x, kernel) == (
+        flops.count(both(lambda x, k: _plain_conv(x, k).sum()), x, kernel)
     )
+    with pytest.raises(ValueError, match="3x3 kernel"):
+        conv3x3_few_outputs(x, kernel[:2])
 
 
 class _KerasLayerForLayerGenerator(nn.Module):

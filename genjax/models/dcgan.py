@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,49 +29,12 @@ def _conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=_DIMENSIONS)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_chunked_kernel_grad(x: jax.Array, kernel: jax.Array, padding, chunk: int) -> jax.Array:
-    """A stride-1 NHWC convolution whose kernel gradient is summed over batch chunks of
-    `chunk` images (0: the whole batch at once, plain autodiff).
+def _matmul_gradients() -> bool:
+    """Whether the generator's convolution gradients are computed as matrix products (below).
 
-    XLA:CPU computes a kernel gradient as one convolution whose "kernel" is the output
-    gradient; once batch x height x width passes a few thousand positions it slows down by
-    up to 7x (timed alone here: the generator's 14x14 parity convolutions at batch 128, 375 ms
-    whole vs 58 ms in chunks of 4; its last 28x28 one, 104 ms vs 24 ms in chunks of 8). The
-    same sum, in another order; the value and the input gradient are untouched.
-    """
-    return _conv(x, kernel, padding)
-
-
-def _chunked_fwd(x, kernel, padding, chunk):
-    return _conv(x, kernel, padding), (x, kernel)
-
-
-def _chunked_bwd(padding, chunk, residuals, g):
-    x, kernel = residuals
-    # Transposes of the linear maps, not vjps: a vjp would trace the forward convolution
-    # again (dead code XLA drops, but the FLOP count of the jaxpr would not).
-    (dx,) = jax.linear_transpose(lambda x: _conv(x, kernel, padding), x)(g)
-    step = chunk or x.shape[0]
-    # A Python loop, unrolled into the program: convolutions inside lax.scan/map run very
-    # slowly on XLA:CPU (jax-ml/jax issue 12868).
-    dk = sum(
-        jax.linear_transpose(lambda k, i=i: _conv(x[i : i + step], k, padding), kernel)(
-            g[i : i + step]
-        )[0]
-        for i in range(0, x.shape[0], step)
-    )
-    return dx, dk
-
-
-conv_chunked_kernel_grad.defvjp(_chunked_fwd, _chunked_bwd)
-
-
-def kernel_grad_chunk(measured: int) -> int:
-    """The chunk to use here: the one measured on XLA:CPU on a lone CPU device, else 0 (GPU
-    and TPU kernels take the whole batch well; over several devices the batch is sharded and
-    chunks would cut across the shards)."""
-    return measured if jax.default_backend() == "cpu" and jax.device_count() == 1 else 0
+    Measured on XLA:CPU only, where its convolution gradients are slow; GPU and TPU take the
+    plain convolution gradients (cuDNN's and the TPU's are the ones to beat there)."""
+    return jax.default_backend() == "cpu"
 
 
 def _parity_taps(kernel: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
@@ -81,11 +42,81 @@ def _parity_taps(kernel: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     k0, k1, k2 = (jax.lax.index_in_dim(kernel, i, axis) for i in range(3))
     # Output 2i reads upsampled rows 2i-1, 2i, 2i+1 = x rows i-1, i, i: taps (k0, k1 + k2)
     # at offsets (-1, 0). Output 2i+1 reads rows 2i, 2i+1, 2i+2 = x rows i, i, i+1: taps
-    # (k0 + k1, k2) at offsets (0, +1).
+    # (k0 + k1, k2) at offsets (0, +1). So a tap t of parity p reads x at offset p + t - 1.
     return jnp.concatenate([k0, k1 + k2], axis), jnp.concatenate([k0 + k1, k2], axis)
 
 
-def upsample2_conv3x3(x: jax.Array, kernel: jax.Array, chunk: int = 0) -> jax.Array:
+def _parity_padding(row_parity: int, col_parity: int):
+    return tuple((1, 0) if parity == 0 else (0, 1) for parity in (row_parity, col_parity))
+
+
+@jax.custom_vjp
+def _parity_convs(x: jax.Array, taps: jax.Array) -> jax.Array:
+    """x [B, H, W, Cin], taps [row parity, col parity, row tap, col tap, Cin, Cout] (all 2)
+    -> [B, 2H, 2W, Cout]: the four 2x2 parity convolutions of x, interleaved."""
+    b, h, w, _ = x.shape
+    rows = [
+        jnp.stack([_conv(x, taps[rp, cp], _parity_padding(rp, cp)) for cp in range(2)], axis=3)
+        for rp in range(2)
+    ]  # Each [B, H, W, col parity, Cout].
+    y = jnp.stack(rows, axis=2)  # [B, H, row parity, W, col parity, Cout]
+    return y.reshape(b, 2 * h, 2 * w, taps.shape[-1])
+
+
+def _tap_cotangents(g: jax.Array) -> jax.Array:
+    """g [B, 2H, 2W, C], the output gradient -> [B, H, W, 16, C]: for each input pixel and
+    each of the 16 (parity, tap) pairs, the gradient of the output that the tap carries that
+    pixel to (zero where that output falls outside the image)."""
+    b, h2, w2, c = g.shape
+    h, w = h2 // 2, w2 // 2
+    g = g.reshape(b, h, 2, w, 2, c)
+    taps = []
+    for rp in range(2):
+        for cp in range(2):
+            # Padded by one pixel each side: the tap of offset o = p + t - 1 carries input
+            # pixel i to output i - o, at padded index i + 2 - p - t.
+            padded = jnp.pad(g[:, :, rp, :, cp], ((0, 0), (1, 1), (1, 1), (0, 0)))
+            for rt in range(2):
+                for ct in range(2):
+                    r, c0 = 2 - rp - rt, 2 - cp - ct
+                    taps.append(padded[:, r : r + h, c0 : c0 + w])
+    # Stacked on a middle axis: of the layouts timed, the one XLA:CPU writes fastest.
+    return jnp.stack(taps, axis=3)
+
+
+def _parity_convs_fwd(x, taps):
+    return _parity_convs(x, taps), (x, taps)
+
+
+def _parity_convs_bwd(residuals, g):
+    """Both gradients as two matrix products over all 16 taps at once.
+
+    The output gradient of every tap, moved to the input pixel that tap reads, is one
+    [B*H*W, 16*Cout] matrix; the input gradient is it times the taps' [16*Cout, Cin], the
+    taps' gradient is x's [Cin, B*H*W] times it. The same multiply-adds as the convolution
+    gradients (so the FLOP count is unchanged), at matmul speed: XLA:CPU's convolution
+    gradients ran these at ~50 GFLOP/s and its kernel gradients far slower (see Conv3x3).
+    """
+    x, taps = residuals
+    b, h, w, cin = x.shape
+    cout = taps.shape[-1]
+    if not _matmul_gradients():
+        # Transposes of the linear maps, not a vjp: a vjp would trace the forward
+        # convolutions again (dead code XLA drops, but the jaxpr's FLOP count would not).
+        (dx,) = jax.linear_transpose(lambda x: _parity_convs.fun(x, taps), x)(g)
+        (dtaps,) = jax.linear_transpose(lambda t: _parity_convs.fun(x, t), taps)(g)
+        return dx, dtaps
+    cotangents = _tap_cotangents(g).reshape(b * h * w, 16 * cout)
+    weights = jnp.moveaxis(taps, 4, 0).reshape(cin, 16 * cout)  # [Cin, (taps, Cout)]
+    dx = (cotangents @ weights.T).reshape(x.shape)
+    dweights = x.reshape(b * h * w, cin).T @ cotangents
+    return dx, jnp.moveaxis(dweights.reshape(cin, 2, 2, 2, 2, cout), 0, 4)
+
+
+_parity_convs.defvjp(_parity_convs_fwd, _parity_convs_bwd)
+
+
+def upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """conv3x3_same(upsample2(x), kernel) without building the upsampled image.
 
     x [B, H, W, Cin], kernel [3, 3, Cin, Cout] -> [B, 2H, 2W, Cout]. An output pixel of a
@@ -94,27 +125,43 @@ def upsample2_conv3x3(x: jax.Array, kernel: jax.Array, chunk: int = 0) -> jax.Ar
     taps, and the four are interleaved. The same function (up to float rounding: taps are
     summed before they multiply), 4/9 of the FLOPs, and, the reason it is here: XLA:CPU
     lowers the kernel gradient of the plain 28x28 convolution very badly (the generator's
-    second convolution at batch 32: 950 ms, 3.9 GFLOP/s; here its forward and backward
-    together take ~100 ms). Zero padding at the borders matches: a tap that falls outside
-    the upsampled image falls outside x.
+    second convolution at batch 32: 950 ms, 3.9 GFLOP/s). The forward pass is XLA's
+    convolutions (timed faster here than the matmul form); the gradients are matrix
+    products (_parity_convs_bwd). Zero padding at the borders matches: a tap that falls
+    outside the upsampled image falls outside x.
     """
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"upsample2_conv3x3 takes a 3x3 kernel, got {kernel.shape[:2]}")
-    b, h, w, _ = x.shape
-    rows = []
-    for row_parity, row_kernel in enumerate(_parity_taps(kernel, 0)):
-        cols = []
-        for col_parity, k in enumerate(_parity_taps(row_kernel, 1)):
-            padding = ((1, 0) if row_parity == 0 else (0, 1), (1, 0) if col_parity == 0 else (0, 1))
-            cols.append(conv_chunked_kernel_grad(x, k, padding, chunk))
-        rows.append(jnp.stack(cols, axis=3))  # [B, H, W, col parity, Cout]
-    y = jnp.stack(rows, axis=2)  # [B, H, row parity, W, col parity, Cout]
-    return y.reshape(b, 2 * h, 2 * w, kernel.shape[-1])
+    rows = [_parity_taps(row_kernel, 1) for row_kernel in _parity_taps(kernel, 0)]
+    return _parity_convs(x, jnp.stack([jnp.stack(row) for row in rows]))
+
+
+def conv3x3_few_outputs(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """conv3x3_same(x, kernel) for few output channels, as one matrix product and a sum of
+    shifted slices: each input pixel times all nine taps ([B*H*W, Cin] x [Cin, 9*Cout]),
+    then every output pixel adds the nine products its taps read. Same multiply-adds.
+
+    For the generator's last layer (64 -> 1 channel at 28x28), XLA:CPU's convolution ran at
+    4-5 GFLOP/s and its gradients as slowly (~17 ms a batch of 32 for 29 MFLOP a pass); this
+    form, gradients by plain autodiff, ~4 ms. With many output channels the 9*Cout products
+    per pixel would outweigh the saving: use a convolution there.
+    """
+    if kernel.shape[:2] != (3, 3):
+        raise ValueError(f"conv3x3_few_outputs takes a 3x3 kernel, got {kernel.shape[:2]}")
+    b, h, w, cin = x.shape
+    cout = kernel.shape[-1]
+    products = x.reshape(b * h * w, cin) @ jnp.moveaxis(kernel, 2, 0).reshape(cin, 9 * cout)
+    products = jnp.pad(
+        products.reshape(b, h, w, 3, 3, cout), ((0, 0), (1, 1), (1, 1), *[(0, 0)] * 3)
+    )
+    # Output (i, j) reads input (i + a - 1, j + b - 1) through tap (a, b): padded (i + a, j + b).
+    return sum(products[:, a : a + h, c : c + w, a, c] for a in range(3) for c in range(3))
 
 
 class Conv3x3(nn.Module):
     """Keras's Conv2D(features, 3, padding="same"), after UpSampling2D() when `upsample`, as
-    one layer, with the kernel gradient in batch chunks on CPU (conv_chunked_kernel_grad).
+    one layer: upsample2_conv3x3 or, not upsampling, conv3x3_few_outputs (the generator's
+    last layer is its only use here).
 
     The parameters are nn.Conv's (kernel [3, 3, Cin, features], bias), with its
     initializers, so a generator built from these initialises, trains and restores exactly
@@ -129,10 +176,9 @@ class Conv3x3(nn.Module):
         shape = (3, 3, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.linear.default_kernel_init, shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        if self.upsample:  # Chunks of 4 images: measured best for the 7x7 and 14x14 grids.
-            return upsample2_conv3x3(x, kernel, kernel_grad_chunk(4)) + bias
-        # Chunks of 8: measured best for the 28x28 one (4: 3x slower; 16, 32: no better).
-        return conv_chunked_kernel_grad(x, kernel, "SAME", kernel_grad_chunk(8)) + bias
+        if self.upsample:
+            return upsample2_conv3x3(x, kernel) + bias
+        return conv3x3_few_outputs(x, kernel) + bias
 
 
 class Generator(nn.Module):
