@@ -21,6 +21,7 @@ from genjax.models.dcgan import (
     Discriminator,
     Generator,
     conv3x3_few_outputs,
+    conv_as_matmul,
     upsample2,
     upsample2_conv3x3,
 )
@@ -121,14 +122,14 @@ def test_upsample_conv_gradients_as_matmuls_are_the_convolution_gradients(
     x = jax.random.normal(jax.random.key(0), (3, 5, 4, 6))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 6, 7))
     cotangent = jax.random.normal(jax.random.key(2), (3, 10, 8, 7))
-    monkeypatch.setattr(dcgan_model, "_matmul_gradients", lambda: matmul_gradients)
+    monkeypatch.setattr(dcgan_model, "_matmul_convolutions", lambda: matmul_gradients)
     got = jax.vjp(upsample2_conv3x3, x, kernel)[1](cotangent)
     want = jax.vjp(lambda x, k: _plain_conv(upsample2(x), k), x, kernel)[1](cotangent)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
     both = functools.partial(jax.grad, argnums=(0, 1))
     flops_here = flops.count(both(lambda x, k: upsample2_conv3x3(x, k).sum()), x, kernel)
-    monkeypatch.setattr(dcgan_model, "_matmul_gradients", lambda: not matmul_gradients)
+    monkeypatch.setattr(dcgan_model, "_matmul_convolutions", lambda: not matmul_gradients)
     assert flops_here == flops.count(both(lambda x, k: upsample2_conv3x3(x, k).sum()), x, kernel)
 
 
@@ -151,6 +152,88 @@ def test_few_output_convolution_equals_the_convolution(shape, features):
     )
     with pytest.raises(ValueError, match="3x3 kernel"):
         conv3x3_few_outputs(x, kernel[:2])
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize(
+    "shape, kernel_shape, strides, padding",
+    [
+        ((2, 28, 28, 1), (3, 3, 1, 4), (2, 2), "SAME"),  # The discriminator's first layer.
+        ((3, 7, 7, 5), (3, 3, 5, 6), (2, 2), "SAME"),  # Odd size at stride 2.
+        ((2, 4, 5, 3), (3, 3, 3, 2), (1, 1), "SAME"),
+        ((2, 9, 8, 3), (3, 2, 3, 2), (2, 1), ((1, 0), (0, 2))),  # Uneven everything.
+    ],
+)
+def test_convolution_as_matmul_equals_the_convolution(shape, kernel_shape, strides, padding):
+    """im2col times the kernel: the convolution's value, both gradients and FLOPs."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), kernel_shape)
+
+    def ours(x, k):
+        return conv_as_matmul(x, k, strides, padding, dimension_numbers=_NHWC)
+
+    def xla(x, k):
+        return jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=_NHWC)
+
+    got, got_vjp = jax.vjp(ours, x, kernel)
+    want, want_vjp = jax.vjp(xla, x, kernel)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    cotangent = jax.random.normal(jax.random.key(2), want.shape)
+    for g, w in zip(got_vjp(cotangent), want_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+    # Forward and both gradients, each the forward's multiply-adds: "training = 3x forward"
+    # exactly. (flops.count's estimate for XLA's strided input gradient is exact only where
+    # the stride divides the input, as in the discriminator: checked there below.)
+    both = functools.partial(jax.grad, argnums=(0, 1))
+    assert flops.count(both(lambda x, k: ours(x, k).sum()), x, kernel) == 3 * flops.count(
+        xla, x, kernel
+    )
+    if all(n % s == 0 for n, s in zip(shape[1:3], strides, strict=True)):
+        assert flops.count(both(lambda x, k: ours(x, k).sum()), x, kernel) == flops.count(
+            both(lambda x, k: xla(x, k).sum()), x, kernel
+        )
+
+
+def test_convolution_as_matmul_refuses_what_it_does_not_restate():
+    x = jnp.zeros((1, 6, 6, 2))
+    kernel = jnp.zeros((3, 3, 2, 4))
+    for kwargs in (
+        {"dimension_numbers": ("NCHW", "OIHW", "NCHW")},
+        {"dimension_numbers": _NHWC, "rhs_dilation": (2, 2)},
+        {"dimension_numbers": _NHWC, "feature_group_count": 2},
+    ):
+        with pytest.raises(ValueError, match="NHWC inputs and HWIO kernels"):
+            conv_as_matmul(x, kernel, (1, 1), "SAME", **kwargs)
+
+
+def test_discriminator_with_matmul_convolutions_equals_xla_convolutions(monkeypatch):
+    """The discriminator as run on CPU (conv_as_matmul) against XLA's convolutions (as on
+    GPU/TPU): same logits and parameter gradients, in training mode."""
+    images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1), minval=-1.0, maxval=1.0)
+    variables = Discriminator().init(jax.random.key(1), images, train=False)
+
+    def logits_and_grads(matmuls: bool):
+        monkeypatch.setattr(dcgan_model, "_matmul_convolutions", lambda: matmuls)
+
+        def loss(params):
+            logits, _ = Discriminator().apply(
+                {**variables, "params": params},
+                images,
+                train=True,
+                rngs={"dropout": jax.random.key(2)},
+                mutable=["batch_stats"],
+            )
+            return jnp.sum(logits**2), logits
+
+        return jax.value_and_grad(loss, has_aux=True)(variables["params"])
+
+    (_, got_logits), got_grads = logits_and_grads(True)
+    (_, want_logits), want_grads = logits_and_grads(False)
+    np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=1e-5)
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(want_grads))
+    chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-4, atol=1e-5 * scale)
 
 
 class _KerasLayerForLayerGenerator(nn.Module):
