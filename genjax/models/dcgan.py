@@ -96,7 +96,8 @@ def _parity_convs_bwd(residuals, g):
     [B*H*W, 16*Cout] matrix; the input gradient is it times the taps' [16*Cout, Cin], the
     taps' gradient is x's [Cin, B*H*W] times it. The same multiply-adds as the convolution
     gradients (so the FLOP count is unchanged), at matmul speed: XLA:CPU's convolution
-    gradients ran these at ~50 GFLOP/s and its kernel gradients far slower (see Conv3x3).
+    gradients ran these at ~50 GFLOP/s and its kernel gradients far slower (see
+    upsample2_conv3x3).
     """
     x, taps = residuals
     b, h, w, cin = x.shape
@@ -143,8 +144,9 @@ def conv3x3_few_outputs(x: jax.Array, kernel: jax.Array) -> jax.Array:
     then every output pixel adds the nine products its taps read. Same multiply-adds.
 
     For the generator's last layer (64 -> 1 channel at 28x28), XLA:CPU's convolution ran at
-    4-5 GFLOP/s and its gradients as slowly (~17 ms a batch of 32 for 29 MFLOP a pass); this
-    form, gradients by plain autodiff, ~4 ms. With many output channels the 9*Cout products
+    4-5 GFLOP/s, and its gradients as slowly: forward and backward of a batch of 32 took
+    ~11.5 ms in a profiled generator step (29 MFLOP a pass); this form, gradients by plain
+    autodiff, ~3.5 ms. With many output channels the 9*Cout products
     per pixel would outweigh the saving: use a convolution there.
     """
     if kernel.shape[:2] != (3, 3):
