@@ -236,6 +236,43 @@ def test_discriminator_with_matmul_convolutions_equals_xla_convolutions(monkeypa
     chex.assert_trees_all_close(got_grads, want_grads, rtol=1e-4, atol=1e-5 * scale)
 
 
+def test_on_cpu_only_the_generator_forward_runs_xla_convolutions():
+    """What the restatements are for: on this (CPU) backend a training pass of the generator
+    runs XLA convolutions only for its eight forward parity convolutions (2x2 kernels, once
+    each), none for gradients or its last layer, and the discriminator none at all. Fails if
+    a layer falls back to XLA's convolutions here."""
+    assert jax.default_backend() == "cpu"
+    z, images = jnp.zeros((4, 100)), jnp.zeros((4, 28, 28, 1))
+    g = Generator().init(jax.random.key(0), z, train=False)
+    d = Discriminator().init(jax.random.key(0), images, train=False)
+
+    def g_loss(params):
+        out, _ = Generator().apply({**g, "params": params}, z, train=True, mutable=["batch_stats"])
+        return out.sum()
+
+    def d_loss(params):
+        out, _ = Discriminator().apply(
+            {**d, "params": params},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(1)},
+        )
+        return out.sum()
+
+    def convolutions(loss, params):
+        found = flops.products(jax.grad(loss), params)
+        return [p for p in found if p.primitive.name == "conv_general_dilated"]
+
+    g_convs = convolutions(g_loss, g["params"])
+    assert (
+        sorted(p.operands[1].shape for p in g_convs)
+        == [(2, 2, 128, 64)] * 4 + [(2, 2, 128, 128)] * 4
+    )
+    assert all(p.times == 1 for p in g_convs)
+    assert convolutions(d_loss, d["params"]) == []
+
+
 class _KerasLayerForLayerGenerator(nn.Module):
     """Keras-GAN's generator written literally: UpSampling2D then Conv2D."""
 

@@ -147,7 +147,8 @@ def conv3x3_few_outputs(x: jax.Array, kernel: jax.Array) -> jax.Array:
     4-5 GFLOP/s, and its gradients as slowly: forward and backward of a batch of 32 took
     ~11.5 ms in a profiled generator step (29 MFLOP a pass); this form, gradients by plain
     autodiff, ~3.5 ms. With many output channels the 9*Cout products
-    per pixel would outweigh the saving: use a convolution there.
+    per pixel would outweigh the saving: there conv_as_matmul (im2col) fits; here its
+    patches would be 9*Cin = 576 wide per pixel against 9*Cout = 9.
     """
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"conv3x3_few_outputs takes a 3x3 kernel, got {kernel.shape[:2]}")
