@@ -111,7 +111,8 @@ def check_workdir(workdir: Path, min_free_mb: int) -> None:
     """Fails at start, not after hours, when the workdir cannot be written or the disk is full."""
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write-test"
+        # Per process: the hosts of one run may share the workdir (a network disk).
+        probe = workdir / f".write-test-{os.getpid()}"
         probe.write_bytes(b"genjax")
         probe.unlink()
     except OSError as e:
@@ -299,7 +300,8 @@ class RunContext:
             metrics,
             images=pictures.get("images"),
             scatters=pictures.get("scatters"),
-            save_dir=self.image_dir,
+            # Several hosts: the first writes the files (the workdir may be shared).
+            save_dir=self.image_dir if sharding.is_main_process() else None,
         )
         self.logging_s += time.perf_counter() - start
         if self.logging_first_s is None and pictures:
@@ -345,7 +347,8 @@ class RunContext:
             "checkpoints": str(self.checkpoints.directory),
         }
         self.wandb_run.summary(dict(metrics) | {"state_sha256": summary["state_sha256"]})
-        (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if sharding.is_main_process():
+            (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     def fail(self, error: BaseException) -> None:
@@ -380,7 +383,10 @@ def _open(trial: Trial, family: Family) -> _Opened:
         if record is not None:
             check_compatible(record, family.name, config.to_dict(), family.identity_fields, workdir)
         keys = run_keys(config.seed)
-        template = state = trial.init_state(keys.init)
+        # Replicated before a restore reads into it: orbax then restores every array in that
+        # layout, where moving restored single-device arrays onto the other hosts' devices
+        # afterwards is refused by jax (no cross-host transfers between CPU/GPU processes).
+        template = state = sharding.replicate(trial.init_state(keys.init))
         if record is not None:
             state, record = checkpoints.restore(template)
             print(f"resuming {workdir} from step {int(state.step)}", file=sys.stderr)

@@ -23,15 +23,53 @@ from genjax.config import ConfigError
 
 AXIS = "data"
 
-# Set by a multi-host launcher (or by hand) to make initialize() join the other processes;
-# on Cloud TPU pods and SLURM jax.distributed.initialize() finds its peers by itself.
+# A launch by hand (or by a launcher jax does not detect) names the coordinator, the number
+# of processes and this process's index; jax.distributed.initialize() reads only the first
+# from the environment, so genjax reads the other two. On Cloud TPU pods and under SLURM
+# (or Open MPI) jax finds all three by itself.
 COORDINATOR_ENV = "JAX_COORDINATOR_ADDRESS"
+NUM_PROCESSES_ENV = "JAX_NUM_PROCESSES"
+PROCESS_ID_ENV = "JAX_PROCESS_ID"
+
+
+def _cluster_detected() -> bool:
+    return os.environ.get("SLURM_NTASKS", "1") != "1" or "OMPI_COMM_WORLD_SIZE" in os.environ
 
 
 def initialize() -> None:
-    """Joins the other hosts' processes, where this run is one of several."""
-    if os.environ.get(COORDINATOR_ENV) or os.environ.get("SLURM_NTASKS", "1") != "1":
-        jax.distributed.initialize()
+    """Joins the other hosts' processes, where this run is one of several.
+
+    Checked before jax starts: a coordinator without the process count and index (outside a
+    cluster jax detects) would otherwise fail inside jax with no word of the fix.
+    """
+    coordinator = os.environ.get(COORDINATOR_ENV)
+    if not coordinator and not _cluster_detected():
+        return
+    if _cluster_detected():
+        jax.distributed.initialize(coordinator_address=coordinator)
+        return
+    given = {k: os.environ.get(k) for k in (NUM_PROCESSES_ENV, PROCESS_ID_ENV)}
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(
+            f"{COORDINATOR_ENV}={coordinator} is set but {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not: set {NUM_PROCESSES_ENV} to the number "
+            f"of processes and {PROCESS_ID_ENV} to this one's index (0 to "
+            f"{NUM_PROCESSES_ENV}-1), or unset {COORDINATOR_ENV} to run on this host alone"
+        )
+    try:
+        num, index = int(given[NUM_PROCESSES_ENV]), int(given[PROCESS_ID_ENV])
+    except ValueError:
+        raise ConfigError(
+            f"{NUM_PROCESSES_ENV}={given[NUM_PROCESSES_ENV]} and {PROCESS_ID_ENV}="
+            f"{given[PROCESS_ID_ENV]} must be whole numbers"
+        ) from None
+    if not 0 <= index < num:
+        raise ConfigError(
+            f"{PROCESS_ID_ENV}={index} is not an index of {NUM_PROCESSES_ENV}={num} processes; "
+            f"give each process one of 0 to {num - 1}"
+        )
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=index)
 
 
 @functools.cache

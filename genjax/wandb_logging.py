@@ -193,6 +193,8 @@ class Run:
         self._pending = []
 
     def _log_now(self, step, scalars, images, scatters, tables, save_dir) -> None:
+        if self.mode == "disabled" and save_dir is None:
+            return  # Nowhere to put anything (another host's process): render nothing.
         start = time.perf_counter()
         resolved = {}
         for key, value in (images or {}).items():
@@ -207,7 +209,8 @@ class Run:
             except Exception as e:
                 self._report_failure(e, f"picture {key!r} at step {step}")
         try:
-            self._build_and_log(step, scalars, resolved, scatters, tables)
+            if self.mode != "disabled":  # Disabled: W&B's objects would go nowhere.
+                self._build_and_log(step, scalars, resolved, scatters, tables)
         finally:
             self.worker_s += time.perf_counter() - start
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genjax import wandb_logging
 from tests.conftest import write_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,21 +30,62 @@ def _run(module: str, flags: list[str], devices: int, tmp_path: Path):
     return _python(["-m", module, *flags], devices, tmp_path)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _run_processes(module: str, flags: list[str], tmp_path: Path, processes: int = 2):
+    """One run as `processes` hosts would start it: a process each, one CPU device each,
+    joined through a coordinator on localhost (jax's gloo collectives between them)."""
+    coordinator = f"localhost:{_free_port()}"
+    procs = []
+    for index in range(processes):
+        env = _env(1, tmp_path) | {
+            "JAX_COORDINATOR_ADDRESS": coordinator,
+            "JAX_NUM_PROCESSES": str(processes),
+            "JAX_PROCESS_ID": str(index),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", module, *flags],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=600)  # Never hang CI on a lost peer.
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    return results
+
+
 def _run_python(script: str, devices: int, tmp_path: Path):
     return _python(["-c", script], devices, tmp_path)
 
 
-def _python(args: list[str], devices: int, tmp_path: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env |= {
+def _env(devices: int, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "JAX_"))}
+    return env | {
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "HOME": str(tmp_path / "home"),
         "MPLCONFIGDIR": str(tmp_path / "mpl"),
     }
+
+
+def _python(args: list[str], devices: int, tmp_path: Path):
     return subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
-        env=env,
+        env=_env(devices, tmp_path),
         capture_output=True,
         text=True,
         timeout=600,  # Cross-device collectives on a loaded 2-core machine: never hang CI.
@@ -54,42 +97,130 @@ def _params(workdir: Path, experiment):
     return state
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("module", ["experiments.autoencoder", "experiments.vae"])
-def test_two_devices_train_what_one_device_trains(tmp_path, small_data, module):
-    import jax
+def _mlp_flags(module: str, data_dir: Path, workdir: Path, **overrides) -> list[str]:
+    flags = {
+        "data_dir": data_dir,
+        "data_source": "idx",
+        "workdir": workdir,
+        "wandb_mode": "disabled",
+        "epochs": 2,
+        "steps_per_dispatch": 7,
+        "latent_points": 100,
+        "progress": "false",
+    }
+    if module == "experiments.vae":
+        flags["eval_samples"] = 0
+    return [f"--{k}={v}" for k, v in (flags | overrides).items()]
 
+
+def _experiment(module: str):
     from experiments import autoencoder, vae
 
-    experiment = {"experiments.autoencoder": autoencoder, "experiments.vae": vae}[module]
-    summaries, states = [], []
-    for devices in (1, 2):
-        workdir = tmp_path / f"run{devices}"
-        flags = [
-            f"--data_dir={small_data}",
-            "--data_source=idx",
-            f"--workdir={workdir}",
-            "--wandb_mode=disabled",
-            "--epochs=2",
-            "--steps_per_dispatch=7",
-            "--latent_points=100",
-            "--progress=false",
-        ]
-        if module == "experiments.vae":
-            flags.append("--eval_samples=0")
-        result = _run(module, flags, devices, tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert f"on {devices} device" in result.stderr
-        summaries.append(json.loads((workdir / "summary.json").read_text()))
-        states.append(_params(workdir, experiment.EXPERIMENT))
-    one, two = summaries
+    return {"experiments.autoencoder": autoencoder, "experiments.vae": vae}[module].EXPERIMENT
+
+
+@pytest.fixture(scope="module")
+def one_device(small_data, tmp_path_factory):
+    """Each MLP experiment's 2-epoch run on one device, in its own process: the reference."""
+    runs = {}
+
+    def get(module: str):
+        if module not in runs:
+            tmp = tmp_path_factory.mktemp("one_device")
+            result = _run(module, _mlp_flags(module, small_data, tmp / "run"), 1, tmp)
+            assert result.returncode == 0, result.stderr
+            assert "on 1 device" in result.stderr
+            runs[module] = (
+                json.loads((tmp / "run" / "summary.json").read_text()),
+                _params(tmp / "run", _experiment(module)),
+            )
+        return runs[module]
+
+    return get
+
+
+def _assert_same_training(summary, state, reference) -> None:
+    import jax
+
+    ref_summary, ref_state = reference
     for key in ("train/loss", "val/loss"):
-        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+        assert summary[key] == pytest.approx(ref_summary[key], rel=1e-5), key
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-        states[0].params,
-        states[1].params,
+        ref_state.params,
+        state.params,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["experiments.autoencoder", "experiments.vae"])
+def test_two_devices_train_what_one_device_trains(tmp_path, small_data, module, one_device):
+    workdir = tmp_path / "run2"
+    result = _run(module, _mlp_flags(module, small_data, workdir), 2, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "on 2 devices" in result.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    _assert_same_training(summary, _params(workdir, _experiment(module)), one_device(module))
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_resume_what_one_device_trains(tmp_path, small_data, one_device):
+    """Several hosts, as two processes here: the same command, an epoch, then a resume to
+    the second; the numbers of one device, one W&B run (the first process's) continued."""
+    module = "experiments.autoencoder"
+    workdir = tmp_path / "run"
+    for epochs in (1, 2):
+        flags = _mlp_flags(module, small_data, workdir, epochs=epochs, wandb_mode="offline")
+        results = _run_processes(module, flags, tmp_path)
+        for index, result in enumerate(results):
+            assert result.returncode == 0, f"process {index}:\n{result.stderr}"
+            assert "on 2 devices (cpu), the batch sharded" in result.stderr
+            if epochs == 2:
+                assert f"resuming {workdir} from step 20" in result.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    _assert_same_training(summary, _params(workdir, _experiment(module)), one_device(module))
+    # The first process alone logs: one offline run, started and then resumed.
+    run_dirs = wandb_logging.find_run_dirs(workdir)
+    assert len(run_dirs) == 2
+    first, resumed = (wandb_logging.read_run(d) for d in run_dirs)
+    assert first["run_id"] == resumed["run_id"] == summary["wandb_run"]["id"]
+    assert [row["_step"] for row in first["history"]] == [1]
+    assert resumed["history"][-1]["_step"] == 2
+    assert resumed["history"][-1]["val/loss"] == summary["val/loss"]
+    assert resumed["state"] == "finished"
+    assert (workdir / "images" / "reconstructions.png").exists()
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {},
+            "JAX_COORDINATOR_ADDRESS=localhost:1234 is set but JAX_NUM_PROCESSES and "
+            "JAX_PROCESS_ID are not: set JAX_NUM_PROCESSES to the number of processes",
+        ),
+        ({"JAX_NUM_PROCESSES": "2"}, "localhost:1234 is set but JAX_PROCESS_ID is not"),
+        ({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, "JAX_PROCESS_ID=2 is not an index"),
+        ({"JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, "must be whole numbers"),
+    ],
+)
+def test_a_coordinator_without_process_count_and_index_is_refused(
+    tmp_path, small_data, monkeypatch, capsys, env, message
+):
+    from experiments import autoencoder
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    for key in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    flags = _mlp_flags("experiments.autoencoder", small_data, tmp_path / "run")
+    assert autoencoder.main(flags) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (tmp_path / "run").exists()  # Refused before anything was written.
 
 
 @pytest.mark.slow
