@@ -61,7 +61,9 @@ def trial(config: AutoencoderConfig, dataset: data.Dataset, early_stop=None) -> 
         recon = images.to_uint8(jax.device_get(steps.reconstruct(state, shown_x)))
         panel = images.reconstruction_grid(shown, recon)
         z = jax.device_get(steps.encode(state, latent_x))
-        png, scatter = images.latent_plots(z, latent_labels, class_names)
+        png, scatter = images.latent_plots(
+            z, latent_labels, class_names, config.scatter_table_points
+        )
         caption = f"epoch {epoch}: odd rows are test images, even rows their reconstructions"
         return {
             "images": {"reconstructions": (panel, caption), "latent_space": png},

@@ -66,7 +66,9 @@ def trial(config: ClassifierConfig, dataset: data.Dataset, early_stop=None) -> l
 
     def media(state, epoch):
         feats = jax.device_get(steps.features(state, shown_x))
-        png, scatter = images.latent_plots(feats, labels, dataset.info.class_names)
+        png, scatter = images.latent_plots(
+            feats, labels, dataset.info.class_names, config.scatter_table_points
+        )
         return {"images": {"feature_space": png}, "scatters": {"feature_space_scatter": scatter}}
 
     def evaluate(state):

@@ -87,7 +87,9 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
         generated = to_img(jax.device_get(steps.generate(state, keys.sample, config.num_generated)))
         cols = 8
         z_mean, _ = jax.device_get(steps.encode(state, latent_x))
-        png, scatter = images.latent_plots(z_mean, latent_labels, class_names)
+        png, scatter = images.latent_plots(
+            z_mean, latent_labels, class_names, config.scatter_table_points
+        )
         pictures = {
             "reconstructions": (
                 images.reconstruction_grid(shown, recon, cols),

@@ -118,19 +118,37 @@ def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> 
     import matplotlib
 
     fig = _figure(figsize=(7, 6), dpi=100)
+    # Fixed margins, room for the legend at the right: tight_layout measured every label's
+    # text for ~40% of the rendering time, every epoch, for the same layout.
+    fig.subplots_adjust(left=0.09, right=0.77, bottom=0.07, top=0.94)
     ax = fig.subplots()
     cmap = matplotlib.colormaps["tab10"]
     for k, name in enumerate(class_names):
         sel = labels == k
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=cmap(k % 10), label=name, alpha=0.7)
+        # Markers of a line, not a scatter's collection: one marker stamped at every point
+        # (Agg's draw_markers), ~20% faster for 5,000 points, and the same picture.
+        ax.plot(
+            xy[sel, 0], xy[sel, 1], "o", ms=1.7, mew=0, color=cmap(k % 10), label=name, alpha=0.7
+        )
     ax.set_title(title)
     # Beside the axes: covers no point, and loc="best" would search 5,000 points for a spot.
     ax.legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
     # The canvas's own pixels: no PNG encoded here only to be decoded again (W&B and the
     # workdir copy encode it once each); ~0.2 s less per epoch for 5,000 points.
     fig.canvas.draw()
     return np.array(fig.canvas.buffer_rgba())[..., :3]
+
+
+@_one_figure_at_a_time
+def warm_up() -> None:
+    """Imports matplotlib and loads its fonts with a tiny figure: ~1 s that the first
+    picture would otherwise spend beside the first epoch's training, spent while it compiles."""
+    fig = _figure(figsize=(1, 1), dpi=10)
+    ax = fig.subplots()
+    ax.plot([0.0], [0.0], "o", label="x")
+    ax.set_title("x")
+    ax.legend()
+    fig.canvas.draw()
 
 
 @_one_figure_at_a_time
@@ -160,7 +178,10 @@ def save_png(image: np.ndarray, path) -> None:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    Image.fromarray(image).save(path)
+    # zlib level 1, not PIL's 6: half the encoding time for 8-14% larger files (the latent
+    # scatter, 700x600: 21 against 30 ms; the 560x560 manifold: 13 against 30 ms), on the
+    # logging thread that competes with training for this machine's cores.
+    Image.fromarray(image).save(path, compress_level=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,10 +199,13 @@ def resolve(picture):
     return picture.render() if isinstance(picture, Deferred) else picture
 
 
-def latent_plots(z: np.ndarray, labels: np.ndarray, class_names) -> tuple[Deferred, Scatter]:
-    """The latent-space picture twice: a PNG coloured by class (rendered when logged), and
-    native scatter points."""
+def latent_plots(
+    z: np.ndarray, labels: np.ndarray, class_names, table_points: int
+) -> tuple[Deferred, Scatter]:
+    """The latent-space picture twice: a PNG of every point coloured by class (rendered when
+    logged), and the first `table_points` as native scatter points."""
     xy, title = latent_xy(z)
     labels = np.asarray(labels)
     png = Deferred(functools.partial(scatter_png, xy, labels, tuple(class_names), title))
-    return png, Scatter(xy, [class_names[k] for k in labels], title)
+    shown = slice(table_points)
+    return png, Scatter(xy[shown], [class_names[k] for k in labels[shown]], title)

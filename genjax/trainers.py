@@ -56,6 +56,7 @@ class EpochTrainer:
         # Running sums of each epoch's per-step training metrics, per trial: float64 on the
         # host, summed dispatch by dispatch, and checkpointed.
         sums = [dict(c.record.get("train_sums", {})) if start_in_epoch else {} for c in ctxs]
+        clock, runs = ctxs[0].clock, [c.wandb_run for c in ctxs]
         summaries: list[dict[str, Any]] = [{} for _ in ctxs]
         ended = [False] * len(ctxs)  # Failed, or stopped early, while others go on.
         with _bar(ctxs[0], self.total_steps, step) as bar:
@@ -69,6 +70,7 @@ class EpochTrainer:
                         # Done before the checkpoint this run resumed from, which lies on
                         # this grid (steps_per_dispatch is an identity field).
                         continue
+                    mark = clock.start(runs)
                     state, chunk = fused.train_steps(
                         state,
                         train_split.images,
@@ -83,6 +85,7 @@ class EpochTrainer:
                         vectorized=vectorized,
                     )
                     chunk = _per_trial(jax.device_get(chunk), len(ctxs), vectorized)
+                    clock.stop(mark, runs, usual=length == config.steps_per_dispatch)
                     for i, metrics in enumerate(chunk):
                         if not ended[i] and _finite(ctxs, i, metrics, "train/", step + 1):
                             for k, v in metrics.items():

@@ -187,7 +187,8 @@ def test_repeated_rounds_report_the_median_and_the_logging_cost(tmp_path, capsys
         "--matmul_size=128",
         "--repeats=3",
         "--logging_cost=true",
-        "--logging_flags=--epochs=1 --steps_per_epoch=30 --latent_points=200",
+        "--logging_flags=--epochs=1 --steps_per_epoch=30 --steps_per_dispatch=5 "
+        "--latent_points=200",
         f"--out={out}",
     ]
     assert benchmark.main(argv) == 0
@@ -198,7 +199,12 @@ def test_repeated_rounds_report_the_median_and_the_logging_cost(tmp_path, capsys
     # The ceiling is the faster of XLA's and NumPy's matmul.
     assert result["matmul_gflops"] == max(result["xla_gflops"], result["numpy_gflops"]) > 0
     (logged,) = result["logging"]
-    assert logged["command"] == "autoencoder --epochs=1 --steps_per_epoch=30 --latent_points=200"
+    assert logged["command"] == (
+        "autoencoder --epochs=1 --steps_per_epoch=30 --steps_per_dispatch=5 --latent_points=200"
+    )
     assert 0 < logged["logging_s"] < logged["wall_s"]
     assert logged["logging_share"] == pytest.approx(logged["logging_s"] / logged["wall_s"])
-    assert "after 1st" in capsys.readouterr().out
+    # Six dispatches of 5 steps, the first compiling: five timed, beside logging or alone.
+    assert logged["dispatches_alone"] + logged["dispatches_beside_logging"] == 5
+    printed = capsys.readouterr().out
+    assert "after 1st" in printed and "dispatches beside/alone" in printed

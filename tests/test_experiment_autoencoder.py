@@ -94,6 +94,12 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     )
     assert 0 <= summary["time/logging_share_after_first"] < summary["time/logging_share"]
     assert summary["time/logging_worker_s"] > 0
+    # Every dispatch of the usual 15 steps but the compiling first is timed, beside the
+    # W&B worker or alone (2 per 40-step epoch, 2 epochs).
+    assert summary["time/dispatches_alone"] + summary["time/dispatches_beside_logging"] == 3
+    if "time/logging_beside_s" in summary:  # Where both kinds were seen (timing decides).
+        spent = summary["time/logging_s"] + summary["time/logging_beside_s"]
+        assert summary["time/logging_cost_share"] == pytest.approx(spent / summary["time/wall_s"])
     assert back["summary"]["time/logging_share"] == summary["time/logging_share"]
 
 

@@ -35,8 +35,18 @@ def test_pca_keeps_the_two_main_directions():
 def test_latent_plots_colour_by_class():
     z = np.random.default_rng(0).normal(size=(50, 2))
     labels = np.arange(50) % 3
-    deferred, scatter = images.latent_plots(z, labels, ("a", "b", "c"))
+    deferred, scatter = images.latent_plots(z, labels, ("a", "b", "c"), table_points=100)
     png = images.resolve(deferred)
     assert png.ndim == 3 and png.shape[2] == 3 and png.dtype == np.uint8
     assert scatter.labels[:4] == ["a", "b", "c", "a"]
     np.testing.assert_array_equal(scatter.xy, z.astype(np.float32))
+
+
+def test_the_native_scatter_takes_the_first_table_points_and_the_png_all():
+    z = np.random.default_rng(0).normal(size=(50, 2))
+    labels = np.arange(50) % 3
+    deferred, scatter = images.latent_plots(z, labels, ("a", "b", "c"), table_points=20)
+    assert len(scatter.xy) == len(scatter.labels) == 20
+    np.testing.assert_array_equal(scatter.xy, z[:20].astype(np.float32))
+    xy, png_labels = deferred.render.args[:2]  # scatter_png(xy, labels, ...) draws all 50.
+    assert len(xy) == len(png_labels) == 50

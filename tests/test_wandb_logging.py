@@ -1,10 +1,19 @@
 import functools
+import os
+import statistics
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from genjax import images, wandb_logging
+from genjax import images, loop, wandb_logging
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_auto_mode_without_a_key_is_offline_with_a_notice(wandb_home, capsys):
@@ -90,6 +99,74 @@ def test_pictures_render_and_log_off_the_training_thread_in_order(wandb_home, tm
     assert [h["x"] for h in back["history"]] == [1.0, 2.0, 3.0]
     assert all(h["pic._type"] == "image-file" for h in back["history"])
     assert back["summary"]["done"] == 1.0
+    # Encoded once: W&B holds the very file written to save_dir, not a second encoding.
+    media = Path(run.dir) / "files" / back["history"][2]["pic.path"]
+    assert media.read_bytes() == (tmp_path / "pic.png").read_bytes()
+
+
+def test_the_worker_loads_matplotlib_and_wandb_tables_before_the_first_picture(tmp_path):
+    """While the first dispatch compiles, not beside the first epoch's training."""
+    script = """
+import sys
+from genjax import wandb_logging
+assert "matplotlib.figure" not in sys.modules
+run = wandb_logging.Run(directory=sys.argv[1], config={}, mode="offline")
+run.flush()
+print("matplotlib.backends.backend_agg" in sys.modules, "wandb.plot" in sys.modules)
+run.finish()
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"HOME": str(tmp_path / "home"), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
+
+
+def test_dispatches_beside_the_worker_are_told_from_those_alone(wandb_home, tmp_path):
+    run = wandb_logging.Run(directory=tmp_path, config={}, mode="disabled")
+    run.flush()  # Its warm-up done: the worker is idle.
+    clock = loop.DispatchClock()
+    picture = images.Deferred(lambda: np.zeros((8, 8, 1), np.uint8))
+
+    def dispatch(seconds, log=False, usual=True):
+        mark = clock.start([run])
+        if log:  # A row handed to the worker during the dispatch, done before it ends.
+            run.log(1, {"x": 1.0}, images={"p": picture}, save_dir=tmp_path)
+            run.flush()
+        time.sleep(seconds)
+        clock.stop(mark, [run], usual=usual)
+
+    dispatch(0.05)  # The first compiles: not counted.
+    dispatch(0.01, usual=False)  # Not the usual length: not counted.
+    assert clock.timings() == {}
+    dispatch(0.02)
+    dispatch(0.02)
+    assert clock.timings() == {"time/dispatches_alone": 2, "time/dispatches_beside_logging": 0}
+    dispatch(0.12, log=True)
+    dispatch(0.02)
+    timings = clock.timings()
+    assert timings["time/dispatches_alone"] == 3
+    assert timings["time/dispatches_beside_logging"] == 1
+    assert timings["time/dispatch_alone_s"] == statistics.median(clock.alone)
+    assert timings["time/logging_beside_s"] == pytest.approx(
+        clock.beside[0] - timings["time/dispatch_alone_s"]
+    )
+    assert timings["time/logging_beside_s"] > 0.05  # 0.12 s against about 0.02 s alone.
+    # A row still pending when the next dispatch starts makes that dispatch beside logging.
+    release = threading.Event()
+    held = images.Deferred(lambda: (release.wait(30), np.zeros((8, 8, 1), np.uint8))[1])
+    run.log(2, {"x": 2.0}, images={"p": held}, save_dir=tmp_path)
+    dispatch(0.02)
+    release.set()
+    run.finish()
+    assert clock.timings()["time/dispatches_beside_logging"] == 2
 
 
 def test_a_failing_picture_costs_only_itself_and_finish_waits_for_the_worker(
