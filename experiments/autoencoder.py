@@ -85,7 +85,7 @@ def trial(config: AutoencoderConfig, dataset: data.Dataset, early_stop=None) -> 
         return {f"eval/{k}": float(v) for k, v in jax.device_get(errors).items()}
 
     init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    return loop.Trial(config, init_state, media, evaluate, early_stop)
+    return loop.Trial(config, init_state, media, evaluate, early_stop, plots=True)
 
 
 def comparison(config: AutoencoderConfig, state, dataset: data.Dataset):

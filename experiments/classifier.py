@@ -84,7 +84,7 @@ def trial(config: ClassifierConfig, dataset: data.Dataset, early_stop=None) -> l
     init_state = functools.partial(
         steps.create_state, model, config.learning_rate, dataset.info.image_shape
     )
-    return loop.Trial(config, init_state, media, evaluate, early_stop)
+    return loop.Trial(config, init_state, media, evaluate, early_stop, plots=True)
 
 
 EXPERIMENT = loop.Experiment(

@@ -163,7 +163,13 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
 
     init_state = functools.partial(steps.create_state, model, config.learning_rate, config.beta)
     return loop.Trial(
-        config, init_state, media, evaluate if evaluations else None, early_stop, prepare
+        config,
+        init_state,
+        media,
+        evaluate if evaluations else None,
+        early_stop,
+        prepare,
+        plots=True,
     )
 
 

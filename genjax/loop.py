@@ -217,6 +217,7 @@ class Trial:
     eval_interval iterations and the end of the GAN), logged with that point's row.
     prepare: what evaluate needs and may take long to make (the FID feature network, trained
     once if missing): called after the workdir and checkpoint checks, before W&B starts.
+    plots: see the field.
     """
 
     config: BaseConfig
@@ -225,6 +226,9 @@ class Trial:
     evaluate: EvaluateFn | None = None
     early_stop: EarlyStopFn | None = None
     prepare: Callable[[], None] | None = None
+    # Its media include matplotlib plots (the latent scatters): the W&B thread then loads
+    # matplotlib while the first dispatch compiles (Run's warm_up).
+    plots: bool = False
 
 
 @dataclasses.dataclass
@@ -528,6 +532,7 @@ def run_vectorized(
                     job_type=family.name,
                     init_timeout=config.wandb_init_timeout,
                     run_id=o.record.get("wandb_run_id", ""),
+                    warm_up=o.trial.plots,
                 )
             )
         with _SignalFlag() as stop:

@@ -86,8 +86,12 @@ class Run:
         job_type: str = "",
         init_timeout: float = 20.0,
         run_id: str = "",
+        warm_up: bool = False,
     ):
-        """Starts a run, or resumes run `run_id` (a resumed training run keeps its W&B run)."""
+        """Starts a run, or resumes run `run_id` (a resumed training run keeps its W&B run).
+
+        warm_up: the worker loads matplotlib at once (see _warm_up), for runs whose
+        pictures include plots."""
         Path(directory).mkdir(parents=True, exist_ok=True)
         self._failed_once = False
         # One worker, so steps reach W&B in the order they were logged (as CLU's
@@ -126,7 +130,8 @@ class Run:
             mode = "offline"
             self._run = self._init(mode, init_timeout, kwargs)
         self.mode = mode
-        self._pending.append(self._worker.submit(self._warm_up))
+        if warm_up:
+            self._pending.append(self._worker.submit(self._warm_up))
 
     @staticmethod
     def _init(mode: str, init_timeout: float, kwargs: dict[str, Any]):
@@ -189,14 +194,11 @@ class Run:
         self._pending.append(self._worker.submit(self._log_now, *row))
 
     def _warm_up(self) -> None:
-        """On the worker, while the first dispatch compiles: matplotlib's and W&B's table
-        modules loaded, so the first epoch's pictures cost what later ones do."""
+        """On the worker, while the first dispatch compiles: matplotlib loaded and its fonts
+        found, so the first epoch's plots cost about what later ones do."""
         start = time.perf_counter()
         try:
             pictures.warm_up()
-            if self.mode != "disabled":
-                table = _wandb().Table(columns=["x", "y"], data=[[0.0, 0.0]])
-                _wandb().plot.scatter(table, "x", "y")
         except Exception:  # Only a head start: the first real picture reports any failure.
             pass
         finally:
