@@ -99,9 +99,11 @@ def test_pictures_render_and_log_off_the_training_thread_in_order(wandb_home, tm
     assert [h["x"] for h in back["history"]] == [1.0, 2.0, 3.0]
     assert all(h["pic._type"] == "image-file" for h in back["history"])
     assert back["summary"]["done"] == 1.0
-    # Encoded once: W&B holds the very file written to save_dir, not a second encoding.
-    media = Path(run.dir) / "files" / back["history"][2]["pic.path"]
-    assert media.read_bytes() == (tmp_path / "pic.png").read_bytes()
+    # Encoded once: W&B holds the very file written to save_dir, not a second encoding, and
+    # took each step's copy before the next step rewrote the file.
+    media = [Path(run.dir) / "files" / h["pic.path"] for h in back["history"]]
+    assert media[2].read_bytes() == (tmp_path / "pic.png").read_bytes()
+    assert [np.asarray(Image.open(m))[0, 0, 0] for m in media] == [40, 80, 120]
 
 
 def test_the_worker_loads_matplotlib_before_the_first_plot(tmp_path):
