@@ -133,8 +133,9 @@ def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> 
     ax.set_title(title)
     # Beside the axes: covers no point, and loc="best" would search 5,000 points for a spot.
     ax.legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    # The canvas's own pixels: no PNG encoded here only to be decoded again (W&B and the
-    # workdir copy encode it once each); ~0.2 s less per epoch for 5,000 points.
+    # The canvas's own pixels: no PNG encoded here only to be decoded again (the logging
+    # thread encodes the workdir copy once, and W&B takes that file); ~0.2 s less per epoch
+    # for 5,000 points.
     fig.canvas.draw()
     return np.array(fig.canvas.buffer_rgba())[..., :3]
 

@@ -43,9 +43,10 @@ def initialize() -> None:
     cluster jax detects) would otherwise fail inside jax with no word of the fix.
     """
     coordinator = os.environ.get(COORDINATOR_ENV)
-    if not coordinator and not _cluster_detected():
+    cluster = _cluster_detected()
+    if not coordinator and not cluster:
         return
-    if _cluster_detected():
+    if cluster:
         jax.distributed.initialize(coordinator_address=coordinator)
         return
     given = {k: os.environ.get(k) for k in (NUM_PROCESSES_ENV, PROCESS_ID_ENV)}

@@ -105,9 +105,13 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_larger_latent_is_projected_with_pca(wandb_home, tmp_path):
-    workdir = _run(tmp_path, latent_dim=10, epochs=1, latent_activation="relu")
+    workdir = _run(
+        tmp_path, latent_dim=10, epochs=1, latent_activation="relu", scatter_table_points=250
+    )
     summary = json.loads((workdir / "summary.json").read_text())
     back = wandb_logging.read_run(summary["wandb_run"]["dir"])
+    # The native scatter holds the first 250 of the 600 plotted points (the flag reaches it).
+    assert back["history"][0]["latent_space_scatter_table.nrows"] == 250
     assert back["config"]["latent_dim"] == 10 and back["config"]["latent_activation"] == "relu"
     chart = back["charts"]["latent_space_scatter"]
     assert chart["fieldSettings"] == {"x": "x", "y": "y"}
