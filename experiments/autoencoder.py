@@ -32,6 +32,7 @@ FAMILY = loop.Family(
         "leaky_slope",
     ),
     vector_fields=("seed", "learning_rate"),
+    eval_outputs=steps.EVAL_OUTPUTS,
 )
 
 
@@ -53,16 +54,15 @@ def trial(config: AutoencoderConfig, dataset: data.Dataset, early_stop=None) -> 
     model = build_model(config, dataset.info.image_shape)
     shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
-    latent_images, latent_labels = dataset.fixed_test_examples(config.latent_points)
-    latent_x = jax.device_put(data.scale(latent_images, steps.PIXEL_RANGE))
+    _, latent_labels = dataset.fixed_test_examples(config.latent_points)
     class_names = dataset.info.class_names
 
-    def media(state, epoch):
+    def media(state, epoch, outputs):
         recon = images.to_uint8(jax.device_get(steps.reconstruct(state, shown_x)))
         panel = images.reconstruction_grid(shown, recon)
-        z = jax.device_get(steps.encode(state, latent_x))
+        # The codes of the first latent_points test images, from this epoch's validation pass.
         png, scatter = images.latent_plots(
-            z, latent_labels, class_names, config.scatter_table_points
+            outputs["z"], latent_labels, class_names, config.scatter_table_points
         )
         caption = f"epoch {epoch}: odd rows are test images, even rows their reconstructions"
         return {
@@ -85,7 +85,15 @@ def trial(config: AutoencoderConfig, dataset: data.Dataset, early_stop=None) -> 
         return {f"eval/{k}": float(v) for k, v in jax.device_get(errors).items()}
 
     init_state = functools.partial(steps.create_state, model, config.learning_rate)
-    return loop.Trial(config, init_state, media, evaluate, early_stop, plots=True)
+    return loop.Trial(
+        config,
+        init_state,
+        media,
+        evaluate,
+        early_stop,
+        plots=True,
+        media_examples=len(latent_labels),
+    )
 
 
 def comparison(config: AutoencoderConfig, state, dataset: data.Dataset):

@@ -41,6 +41,7 @@ FAMILY = loop.Family(
     steps.eval_step,
     pixel_range=steps.PIXEL_RANGE,
     vector_fields=("seed", "learning_rate"),
+    eval_outputs=steps.EVAL_OUTPUTS,
 )
 
 
@@ -61,13 +62,12 @@ def load_data(config: ClassifierConfig) -> data.Dataset:
 
 def trial(config: ClassifierConfig, dataset: data.Dataset, early_stop=None) -> loop.Trial:
     model = Classifier(num_classes=len(dataset.info.class_names))
-    shown, labels = dataset.fixed_test_examples(config.latent_points)
-    shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
+    _, labels = dataset.fixed_test_examples(config.latent_points)
 
-    def media(state, epoch):
-        feats = jax.device_get(steps.features(state, shown_x))
+    def media(state, epoch, outputs):
+        # Features of the first latent_points test images, from the validation pass.
         png, scatter = images.latent_plots(
-            feats, labels, dataset.info.class_names, config.scatter_table_points
+            outputs["features"], labels, dataset.info.class_names, config.scatter_table_points
         )
         return {"images": {"feature_space": png}, "scatters": {"feature_space_scatter": scatter}}
 
@@ -84,7 +84,15 @@ def trial(config: ClassifierConfig, dataset: data.Dataset, early_stop=None) -> l
     init_state = functools.partial(
         steps.create_state, model, config.learning_rate, dataset.info.image_shape
     )
-    return loop.Trial(config, init_state, media, evaluate, early_stop, plots=True)
+    return loop.Trial(
+        config,
+        init_state,
+        media,
+        evaluate,
+        early_stop,
+        plots=True,
+        media_examples=len(labels),
+    )
 
 
 EXPERIMENT = loop.Experiment(

@@ -103,7 +103,8 @@ def trainer(config: DCGANConfig, dataset: data.Dataset) -> IterationTrainer:
 def trial(config: DCGANConfig, dataset: data.Dataset, early_stop=None) -> loop.Trial:
     noise = fixed_noise(config)
 
-    def media(state, iteration):
+    def media(state, iteration, outputs):
+        del outputs  # Nothing is evaluated per example at an image point.
         generated = images.to_uint8(jax.device_get(steps.generate(state, noise)), steps.PIXEL_RANGE)
         caption = f"iteration {iteration}: the same 25 noise vectors every time"
         return {"images": {"generated_images": (images.grid(generated, GRID, GRID), caption)}}

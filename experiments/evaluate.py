@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from experiments import autoencoder, classifier, dcgan, vae
-from genjax import cli
+from genjax import cli, sharding
 from genjax.checkpoint import Checkpoints
 from genjax.config import ConfigError, parse_flags
 
@@ -94,7 +94,8 @@ def evaluate(config: EvaluateConfig) -> dict:
     }
     out = Path(config.out) if config.out else workdir / "evaluation.json"
     try:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        if sharding.is_main_process():  # Every host computed the same figures.
+            out.write_text(json.dumps(result, indent=2) + "\n")
     except OSError as e:
         raise ConfigError(f"--out={out}: cannot write there ({e.strerror or e})") from None
     print(f"{experiment.name} run {workdir} at step {result['step']}:")

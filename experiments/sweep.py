@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from experiments import autoencoder, dcgan, vae
-from genjax import cli, images, loop, sweeps
+from genjax import cli, images, loop, sharding, sweeps
 from genjax.config import ConfigError, parse_flags
 from genjax.wandb_logging import Run
 
@@ -118,10 +118,15 @@ class SweepRunner:
             "sweep_seed": runner.sweep_seed,
         }
         self.records: list[sweeps.TrialRecord] = []
-        self.sweep_id = os.urandom(4).hex()
         self.summary_run_id = ""
         self.summary_step = 0  # W&B steps only grow: each comparison logs at the next one.
-        self._read_state()
+        # On several hosts the first process reads sweep.json (and draws a new sweep's id)
+        # and the others follow it, so all plan the same trials; it alone writes the files.
+        main = sharding.is_main_process()
+        saved = self.state_path.read_text() if main and self.state_path.exists() else None
+        self.sweep_id, saved = sharding.from_first_process([os.urandom(4).hex(), saved])
+        if saved is not None:
+            self._read_state(json.loads(saved))
 
     def _check_bounds(self, path: str) -> None:
         """A distribution's ends must be valid settings: a bad draw would stop a sweep late."""
@@ -136,10 +141,7 @@ class SweepRunner:
                     raise ConfigError(f"{path}: parameter {name}: {end}: {e}") from None
 
     # sweep.json ------------------------------------------------------------------------
-    def _read_state(self) -> None:
-        if not self.state_path.exists():
-            return
-        saved = json.loads(self.state_path.read_text())
+    def _read_state(self, saved: dict[str, Any]) -> None:
         changed = [k for k, v in self.identity.items() if saved.get(k) != v]
         if changed:
             raise ConfigError(
@@ -152,6 +154,8 @@ class SweepRunner:
         self.records = [sweeps.TrialRecord(**r) for r in saved["trials"]]
 
     def _write_state(self) -> None:
+        if not sharding.is_main_process():
+            return
         state = {
             **self.identity,
             "sweep_id": self.sweep_id,
@@ -312,9 +316,10 @@ class SweepRunner:
         ]
         print(_format_table(columns, rows, best))
         picture = self._picture(done, metric) if done else None
-        if picture is not None:
-            images.save_png(picture, self.workdir / "comparison.png")
-        self._log_summary(columns, rows, picture, best)
+        if sharding.is_main_process():
+            if picture is not None:
+                images.save_png(picture, self.workdir / "comparison.png")
+            self._log_summary(columns, rows, picture, best)
         self._write_state()
         failed = [r for r in self.records if r.state == "failed"]
         for r in failed:

@@ -42,6 +42,7 @@ def family(config: VAEConfig) -> loop.Family:
         steps.PIXEL_RANGE,
         IDENTITY_FIELDS,
         vector_fields=("seed", "learning_rate", "beta"),
+        eval_outputs=steps.EVAL_OUTPUTS,
     )
 
 
@@ -76,23 +77,31 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
 
     shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
-    latent_images, latent_labels = dataset.fixed_test_examples(config.latent_points)
-    latent_x = jax.device_put(data.scale(latent_images, steps.PIXEL_RANGE))
+    _, latent_labels = dataset.fixed_test_examples(config.latent_points)
     pairs = min(config.interpolation_pairs, len(shown) // 2)
-    grid_z = steps.manifold_grid(20)
+    cols = 8
 
-    def media(state, epoch):
-        to_img = images.to_uint8
-        recon = to_img(jax.device_get(steps.reconstruct(state, shown_x)))
-        generated = to_img(jax.device_get(steps.generate(state, keys.sample, config.num_generated)))
-        cols = 8
-        z_mean, _ = jax.device_get(steps.encode(state, latent_x))
+    def media(state, epoch, outputs):
+        arrays = jax.device_get(
+            steps.pictures(
+                state,
+                shown_x,
+                keys.sample,
+                num_generated=config.num_generated,
+                manifold_size=20 if config.latent_dim == 2 else 0,
+                pairs=pairs,
+                interpolation_steps=config.interpolation_steps,
+            )
+        )
+        arrays = {k: images.to_uint8(v) for k, v in arrays.items()}
+        generated = arrays["generated"]
+        # z_mean of the first latent_points test images, from this epoch's validation pass.
         png, scatter = images.latent_plots(
-            z_mean, latent_labels, class_names, config.scatter_table_points
+            outputs["z_mean"], latent_labels, class_names, config.scatter_table_points
         )
         pictures = {
             "reconstructions": (
-                images.reconstruction_grid(shown, recon, cols),
+                images.reconstruction_grid(shown, arrays["reconstructions"], cols),
                 f"epoch {epoch}: test images (odd rows) and decodings of their z_mean",
             ),
             "generated_images": (
@@ -101,18 +110,14 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
             ),
             "latent_space": png,
         }
-        if config.latent_dim == 2:
-            manifold = to_img(jax.device_get(steps.decode(state, grid_z)))
+        if "manifold" in arrays:
             pictures["latent_manifold"] = (
-                images.grid(manifold, 20, 20),
+                images.grid(arrays["manifold"], 20, 20),
                 "decodings over the prior's 5%..95% quantiles (x right, y up)",
             )
         if pairs:
-            ends, _ = steps.encode(state, shown_x[: 2 * pairs])
-            line = steps.interpolation_points(ends[0::2], ends[1::2], config.interpolation_steps)
-            decoded = steps.decode(state, line.reshape(-1, config.latent_dim))
             pictures["interpolations"] = (
-                images.grid(to_img(jax.device_get(decoded)), pairs, config.interpolation_steps),
+                images.grid(arrays["interpolations"], pairs, config.interpolation_steps),
                 "each row: decodings along a straight line between two test images' z_mean",
             )
         return {"images": pictures, "scatters": {"latent_space_scatter": scatter}}
@@ -170,6 +175,7 @@ def trial(config: VAEConfig, dataset: data.Dataset, early_stop=None) -> loop.Tri
         early_stop,
         prepare,
         plots=True,
+        media_examples=len(latent_labels),
     )
 
 

@@ -27,9 +27,11 @@ from genjax.config import BaseConfig, ConfigError
 from genjax.steps import state as state_lib
 from genjax.wandb_logging import Run, agent_run
 
-# Pictures at a log point: {"images": {key: array, (array, caption) or images.Deferred},
-# "scatters": {key: images.Scatter}}.
-MediaFn = Callable[[Any, int], Mapping[str, Mapping[str, Any]]]
+# Pictures at a log point: (state, step, outputs) -> {"images": {key: array, (array,
+# caption) or images.Deferred}, "scatters": {key: images.Scatter}}. outputs: the validation
+# pass's per-example outputs (the family's eval_outputs) of the test split's first
+# Trial.media_examples examples, host arrays; empty where the trainer has none (the GAN).
+MediaFn = Callable[[Any, int, Mapping[str, np.ndarray]], Mapping[str, Mapping[str, Any]]]
 # Costly figures (likelihood bounds, FID) at evaluation points: state -> {W&B key: float}.
 EvaluateFn = Callable[[Any], Mapping[str, float]]
 
@@ -77,6 +79,9 @@ class Family:
     # Fields held in the state as arrays (learning rate, KL weight) or that only choose random
     # keys (seed): trials that differ in nothing else train together under vmap.
     vector_fields: tuple[str, ...] = ()
+    # Per-example outputs of eval_step ([B, ...], e.g. latent codes) that its media plots:
+    # kept from the validation pass instead of computed again (fused.evaluate's outputs).
+    eval_outputs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,6 +234,8 @@ class Trial:
     # Its media include matplotlib plots (the latent scatters): the W&B thread then loads
     # matplotlib while the first dispatch compiles (Run's warm_up).
     plots: bool = False
+    # How many of the test split's first examples' eval_outputs its media takes.
+    media_examples: int = 0
 
 
 @dataclasses.dataclass
@@ -333,11 +340,13 @@ class RunContext:
         if self.stop.signum is not None:
             raise _interrupted(self.stop.signum, step, self.checkpoints)
 
-    def media(self, state: Any, step: int) -> Mapping[str, Mapping[str, Any]]:
+    def media(
+        self, state: Any, step: int, outputs: Mapping[str, np.ndarray] | None = None
+    ) -> Mapping[str, Mapping[str, Any]]:
         """The trial's pictures of this state (timed as logging)."""
         start = time.perf_counter()
         try:
-            return self.trial.media(state, step)
+            return self.trial.media(state, step, outputs or {})
         finally:
             self.logging_s += time.perf_counter() - start
 
@@ -638,7 +647,8 @@ class Experiment:
             if dataset is None:
                 dataset = self.load_data(config)
             template = self.trial(config, dataset, None).init_state(run_keys(config.seed).init)
-            state, _ = checkpoints.restore(template)
+            # Replicated, as for a resume (_open): every host of several then holds it.
+            state, _ = checkpoints.restore(sharding.replicate(template))
         finally:
             checkpoints.close()
         return config, state, dataset

@@ -12,6 +12,7 @@ host loads the same data, so replicated arrays agree.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Any
 
@@ -102,6 +103,13 @@ def constrain_batch(tree: Any) -> Any:
     return jax.lax.with_sharding_constraint(tree, spec)
 
 
+def constrain_replicated(tree: Any) -> Any:
+    """Inside jit: every leaf whole on every device (what each host may fetch)."""
+    if count() == 1:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh(), PartitionSpec()))
+
+
 def replicate(tree: Any) -> Any:
     """Puts every leaf on every device (parameters, optimizer state, the data split)."""
     if count() == 1:
@@ -114,6 +122,23 @@ def describe() -> str:
     n = count()
     where = f"{n} device{'s' if n > 1 else ''} ({jax.default_backend()})"
     return where if n == 1 else f"{where}, the batch sharded over the `{AXIS}` mesh axis"
+
+
+def from_first_process(value: Any) -> Any:
+    """The first process's `value` (JSON-able) on every process; with one, `value` itself.
+
+    For decisions read from disk or drawn at random (a sweep's state and id): every process
+    must then plan the same collective work, and a file the first one is writing is no race.
+    """
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    raw = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    # The receivers' buffer must have the sender's shape: its length goes first.
+    size = int(multihost_utils.broadcast_one_to_all(np.int32(raw.size)))
+    buffer = raw if is_main_process() else np.zeros(size, np.uint8)
+    return json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))))
 
 
 def is_main_process() -> bool:

@@ -117,8 +117,12 @@ class EpochTrainer:
                     batch_size=min(config.eval_batch_size, len(test_split)),
                     pixel_range=family.pixel_range,
                     vectorized=vectorized,
+                    outputs=family.eval_outputs,
+                    # Vectorized trials differ only in vector fields: one count for all.
+                    keep=ctxs[0].trial.media_examples,
                 )
                 val = _per_trial(jax.device_get(val), len(ctxs), vectorized)
+                outputs = [{k: v.pop(k) for k in family.eval_outputs if k in v} for v in val]
                 for i, ctx in enumerate(ctxs):
                     if ended[i] or not _finite(ctxs, i, val[i], "val/", step):
                         ended[i] = True
@@ -139,7 +143,7 @@ class EpochTrainer:
                             continue
                     if i == 0:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
-                    ctx.log(epoch + 1, metrics, ctx.media(trial_state, epoch + 1))
+                    ctx.log(epoch + 1, metrics, ctx.media(trial_state, epoch + 1, outputs[i]))
                     if last:
                         # Written before the final checkpoint: a process killed between the
                         # two redoes the last epoch (identically) and writes it again.

@@ -4,11 +4,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import autoencoder
 from experiments import evaluate as evaluate_main
-from genjax import wandb_logging
+from genjax import data, wandb_logging
+from genjax.steps import autoencoder as steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,6 +67,14 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     assert table["columns"] == ["x", "y", "label"]
     assert {row[2] for row in table["data"]} >= {"Trouser", "Bag", "Ankle boot"}
     assert back["charts"]["latent_space_scatter"]["stringSettings"]["title"] == "latent space"
+    # Its points are the codes of the first 600 test images under the final state (kept
+    # from the validation pass, not encoded again), in the test split's order.
+    _, state, dataset = autoencoder.EXPERIMENT.restore(workdir)
+    shown, labels = dataset.fixed_test_examples(600)
+    codes = steps.encode(state, data.scale(shown, steps.PIXEL_RANGE))
+    np.testing.assert_allclose([r[:2] for r in table["data"]], codes, rtol=1e-4, atol=1e-5)
+    names = dataset.info.class_names
+    assert [r[2] for r in table["data"]] == [names[i] for i in labels]
     # 32 fixed test images and their reconstructions: 8 columns, 4 pairs of rows.
     assert history[1]["reconstructions.width"] == 8 * 30 + 2
     assert history[1]["reconstructions.height"] == 8 * 30 + 2

@@ -50,3 +50,23 @@ def test_the_native_scatter_takes_the_first_table_points_and_the_png_all():
     np.testing.assert_array_equal(scatter.xy, z[:20].astype(np.float32))
     xy, png_labels = deferred.render.args[:2]  # scatter_png(xy, labels, ...) draws all 50.
     assert len(xy) == len(png_labels) == 50
+
+
+def test_a_redrawn_scatter_is_the_picture_a_fresh_figure_draws():
+    """The scatter's figure is kept and redrawn: no earlier points or limits may remain."""
+    rng = np.random.default_rng(0)
+    names = ("a", "b", "c")
+    small = (rng.normal(size=(300, 2)), rng.integers(0, 3, 300))
+    wide = (rng.normal(size=(900, 2)) * 5 + 3, rng.integers(0, 3, 900))
+    images._scatter_figure.cache_clear()
+    fresh = images.scatter_png(*small, names, "latent space")
+    other = images.scatter_png(*wide, names, "latent space")
+    assert images._scatter_figure.cache_info().hits == 1  # The same figure, redrawn.
+    assert not np.array_equal(fresh, other)
+    np.testing.assert_array_equal(images.scatter_png(*small, names, "latent space"), fresh)
+    # Points of one class only: the other classes' earlier points are gone too.
+    images._scatter_figure.cache_clear()
+    only_a = (small[0][:50], np.zeros(50, int))
+    fresh_a = images.scatter_png(*only_a, names, "latent space")
+    images.scatter_png(*wide, names, "latent space")
+    np.testing.assert_array_equal(images.scatter_png(*only_a, names, "latent space"), fresh_a)

@@ -168,7 +168,13 @@ def _poisoned_family(bad_step: int) -> loop.Family:
         state = state.replace(params=jax.tree.map(lambda p: p + poison, state.params))
         return state, {"loss": metrics["loss"] + poison}
 
-    return loop.Family("autoencoder", jax.jit(train_step), steps.eval_step, steps.PIXEL_RANGE)
+    return loop.Family(
+        "autoencoder",
+        jax.jit(train_step),
+        steps.eval_step,
+        steps.PIXEL_RANGE,
+        eval_outputs=steps.EVAL_OUTPUTS,
+    )
 
 
 @pytest.mark.slow
@@ -185,7 +191,7 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_p
 
     # Dispatches of 10 steps, checkpoints every 20: steps 20 and 40 are saved, 47 is bad.
     with pytest.raises(loop.NonFiniteError, match=r"train/loss is nan at step 47"):
-        trial = loop.Trial(config, init_state, lambda s, e: {})
+        trial = loop.Trial(config, init_state, lambda state, step, outputs: {})
         loop.run(trial, _poisoned_family(47), dataset, EpochTrainer(config, dataset))
     checkpoints = Checkpoints(workdir)
     assert checkpoints.latest_step() == 40  # The last good one; nothing saved after it.

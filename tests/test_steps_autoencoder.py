@@ -114,7 +114,10 @@ def test_fused_chunks_equal_a_python_loop_of_steps(small):
     assert int(state.step) == 3
 
 
-def test_evaluate_counts_every_example_once(small):
+@pytest.mark.parametrize("keep", [0, 5, 40, 90, 500])
+def test_evaluate_counts_every_example_once_and_keeps_the_first_outputs(small, keep):
+    """Means over every example once; the named per-example outputs (the latent codes the
+    pictures plot) come back for the first `keep` examples, whichever batches hold them."""
     state = _state()
     n = 90  # Not a multiple of the eval batch: the last batch is padded and masked.
     images, labels = small.images[:n], small.labels[:n]
@@ -126,9 +129,29 @@ def test_evaluate_counts_every_example_once(small):
         eval_step=steps.eval_step,
         batch_size=32,
         pixel_range=steps.PIXEL_RANGE,
+        outputs=steps.EVAL_OUTPUTS,
+        keep=keep,
     )
     per_example = steps.eval_step(state, _batch(small, jnp.arange(n)), jax.random.key(0))
     np.testing.assert_allclose(metrics["loss"], per_example["loss"].mean(), rtol=1e-5)
+    if keep:
+        chex.assert_shape(metrics["z"], (min(keep, n), 2))
+        np.testing.assert_allclose(metrics["z"], per_example["z"][:keep], rtol=1e-5, atol=1e-6)
+    else:
+        assert set(metrics) == {"loss"}
+
+
+def test_evaluate_refuses_an_unnamed_per_example_output(small):
+    with pytest.raises(ValueError, match=r"'z' has shape \(32, 2\).*eval_outputs"):
+        fused.evaluate(
+            _state(),
+            small.images[:40],
+            small.labels[:40],
+            jax.random.key(0),
+            eval_step=steps.eval_step,
+            batch_size=32,
+            pixel_range=steps.PIXEL_RANGE,
+        )
 
 
 def test_chunks_cover_the_epoch():

@@ -36,6 +36,11 @@ class Classifier(nn.Module):
         x = nn.relu(self.conv2(x))  # [B, 7, 7, 64]
         return nn.relu(self.hidden(x.reshape(x.shape[0], -1)))
 
+    def features_and_logits(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[B, 28, 28, C] -> (features [B, 128], logits [B, num_classes]), one pass."""
+        h = self.features(x)
+        return h, self.logits(h)
+
     def __call__(self, x: jax.Array) -> jax.Array:
         """[B, 28, 28, C] -> class logits [B, num_classes]."""
-        return self.logits(self.features(x))
+        return self.features_and_logits(x)[1]

@@ -44,12 +44,18 @@ def train_step(state, batch, key):
     return state.apply_gradients(grads=grads), {"loss": loss}
 
 
+# The per-example output of eval_step that the latent-space pictures plot.
+EVAL_OUTPUTS = ("z",)
+
+
 @jax.jit
 def eval_step(state, batch, key):
-    """Per-example metrics on a batch, [B] each."""
+    """Per-example loss [B] and latent code z [B, latent_dim] (EVAL_OUTPUTS)."""
     del key
-    x_hat = state.apply_fn({"params": state.params}, batch["image"])
-    return {"loss": losses.mean_squared_error(batch["image"], x_hat)}
+    variables = {"params": state.params}
+    z = state.apply_fn(variables, batch["image"], method="encode")
+    x_hat = state.apply_fn(variables, z, method="decode")
+    return {"loss": losses.mean_squared_error(batch["image"], x_hat), "z": z}
 
 
 @jax.jit

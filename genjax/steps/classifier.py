@@ -26,11 +26,14 @@ def create_state(model: Classifier, learning_rate: float, image_shape, key) -> T
     return create_train_state(model.apply, params, adam(learning_rate))
 
 
-def _per_example(params, state, batch):
-    logits = state.apply_fn({"params": params}, batch["image"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+def _scores(logits, labels):
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return loss, correct
+
+
+def _per_example(params, state, batch):
+    return _scores(state.apply_fn({"params": params}, batch["image"]), batch["label"])
 
 
 @functools.partial(jax.jit, donate_argnames="state")
@@ -46,12 +49,20 @@ def train_step(state, batch, key):
     return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
 
 
+# The per-example output of eval_step that the feature-space pictures plot.
+EVAL_OUTPUTS = ("features",)
+
+
 @jax.jit
 def eval_step(state, batch, key):
-    """Per-example cross-entropy and correctness, [B] each."""
+    """Per-example cross-entropy and correctness, [B] each, and the penultimate features
+    [B, 128] (EVAL_OUTPUTS)."""
     del key
-    loss, correct = _per_example(state.params, state, batch)
-    return {"loss": loss, "accuracy": correct}
+    feats, logits = state.apply_fn(
+        {"params": state.params}, batch["image"], method="features_and_logits"
+    )
+    loss, correct = _scores(logits, batch["label"])
+    return {"loss": loss, "accuracy": correct, "features": feats}
 
 
 @jax.jit

@@ -3,6 +3,8 @@
 The step functions plug in as static arguments:
   train_step(state, batch, key) -> (state, metrics)   metrics: flat dict of scalars
   eval_step(state, batch, key) -> metrics             metrics: flat dict of [B] arrays
+                                                      (and any per-example outputs named
+                                                      to `evaluate`, [B, ...])
 A batch is {"image": float [B, H, W, C] scaled to the model's pixel range, "label": int [B]}.
 """
 
@@ -100,28 +102,53 @@ def train_steps(
     return run(state, images, labels, step_key, order, start)
 
 
-def _evaluate(state, images, labels, key, *, eval_step, batch_size, pixel_range):
+def _evaluate(state, images, labels, key, *, eval_step, batch_size, pixel_range, outputs, keep):
     n = images.shape[0]
     num_batches = -(-n // batch_size)
+    # Batches that hold the first `keep` examples: their outputs come back as the scan's ys.
+    kept_batches = -(-min(keep, n) // batch_size) if outputs else 0
 
-    def body(totals, i):
+    def body(totals, i, *, keeps=False):
         idx = i * batch_size + jnp.arange(batch_size)
         mask = (idx < n).astype(jnp.float32)
         batch = _batch(images, labels, jnp.minimum(idx, n - 1), pixel_range)
-        metrics = eval_step(state, batch, jax.random.fold_in(key, i))
+        metrics = dict(eval_step(state, batch, jax.random.fold_in(key, i)))
+        missing = [k for k in outputs if k not in metrics]
+        if missing:
+            raise ValueError(f"eval_step returns no {missing}; it returns {sorted(metrics)}")
+        kept = {k: metrics.pop(k) for k in outputs}
+        for k, v in metrics.items():
+            if v.shape != mask.shape:
+                raise ValueError(
+                    f"eval_step's {k!r} has shape {v.shape}, not [batch] {mask.shape}: name "
+                    "a per-example output in the family's eval_outputs to keep it unaveraged"
+                )
         sums = {k: jnp.sum(v * mask) for k, v in metrics.items()}
-        if totals is None:
-            return sums, None
-        return jax.tree.map(jnp.add, totals, sums), None
+        if totals is not None:
+            sums = jax.tree.map(jnp.add, totals, sums)
+        return sums, (kept if keeps else None)
 
-    # The first batch is traced outside the scan to learn the metric names.
-    totals, _ = body(None, 0)
-    totals, _ = jax.lax.scan(body, totals, jnp.arange(1, num_batches))
-    return jax.tree.map(lambda t: t / n, totals)
+    # The first batch is traced outside the scans to learn the metric names.
+    totals, first = body(None, 0, keeps=True)
+    totals, rest = jax.lax.scan(
+        functools.partial(body, keeps=True), totals, jnp.arange(1, max(kept_batches, 1))
+    )
+    totals, _ = jax.lax.scan(body, totals, jnp.arange(max(kept_batches, 1), num_batches))
+    means = jax.tree.map(lambda t: t / n, totals)
+    if not kept_batches:
+        return means
+    kept = jax.tree.map(
+        lambda a, b: jnp.concatenate([a, b.reshape(-1, *b.shape[2:])])[: min(keep, n)],
+        first,
+        rest,
+    )
+    # Replicated, so that every process (of several hosts) can fetch the pictures' inputs.
+    return means | sharding.constrain_replicated(kept)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("eval_step", "batch_size", "pixel_range", "vectorized")
+    jax.jit,
+    static_argnames=("eval_step", "batch_size", "pixel_range", "vectorized", "outputs", "keep"),
 )
 def evaluate(
     state,
@@ -133,15 +160,27 @@ def evaluate(
     batch_size: int,
     pixel_range: Sequence[float],
     vectorized: bool = False,
+    outputs: tuple[str, ...] = (),
+    keep: int = 0,
 ) -> dict[str, jax.Array]:
     """Mean of eval_step's per-example metrics over a whole split, in fixed-size batches.
 
     The last batch is filled with repeats of the final example and masked out, so every
     example counts exactly once and only one batch shape is ever compiled. vectorized: as
     in train_steps (state and key per trial; metrics [trials]).
+
+    outputs: names of eval_step's per-example outputs ([B, ...], e.g. latent codes) that are
+    not averaged: each comes back as the first `keep` examples' values, [keep, ...], from
+    the same pass (pictures of the split then need no second forward pass); keep=0 drops
+    them.
     """
     run = functools.partial(
-        _evaluate, eval_step=eval_step, batch_size=batch_size, pixel_range=pixel_range
+        _evaluate,
+        eval_step=eval_step,
+        batch_size=batch_size,
+        pixel_range=pixel_range,
+        outputs=tuple(outputs),
+        keep=keep,
     )
     if vectorized:
         run = jax.vmap(run, in_axes=(0, None, None, 0))
