@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def _experiment_of(workdir: Path):
 def evaluate(config: EvaluateConfig) -> dict:
     workdir = Path(config.workdir).resolve()
     experiment = _experiment_of(workdir)
+    out = Path(config.out) if config.out else workdir / "evaluation.json"
+    # Checked on every process before anything is computed (only the first one writes).
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"--out={out}: cannot write there ({out.parent} is no writable folder)")
     run_config, state, dataset = experiment.restore(workdir)
     overrides = {"progress": config.progress}
     for name, unset in (("eval_samples", -1), ("feature_net", "")):
@@ -92,10 +97,10 @@ def evaluate(config: EvaluateConfig) -> dict:
         "experiment": experiment.name,
         "config": run_config.to_dict(),
     }
-    out = Path(config.out) if config.out else workdir / "evaluation.json"
+    if not sharding.is_main_process():  # Every host computed the same figures.
+        return result
     try:
-        if sharding.is_main_process():  # Every host computed the same figures.
-            out.write_text(json.dumps(result, indent=2) + "\n")
+        out.write_text(json.dumps(result, indent=2) + "\n")
     except OSError as e:
         raise ConfigError(f"--out={out}: cannot write there ({e.strerror or e})") from None
     print(f"{experiment.name} run {workdir} at step {result['step']}:")

@@ -314,21 +314,23 @@ class SweepRunner:
             ]
             for r in self.records
         ]
-        print(_format_table(columns, rows, best))
         picture = self._picture(done, metric) if done else None
-        if sharding.is_main_process():
-            if picture is not None:
-                images.save_png(picture, self.workdir / "comparison.png")
-            self._log_summary(columns, rows, picture, best)
-        self._write_state()
         failed = [r for r in self.records if r.state == "failed"]
+        result = {"best": None if best is None else best.index, "failed": len(failed)}
+        if not sharding.is_main_process():  # The first process reports, writes and logs.
+            return result
+        print(_format_table(columns, rows, best))
+        if picture is not None:
+            images.save_png(picture, self.workdir / "comparison.png")
+        self._log_summary(columns, rows, picture, best)
+        self._write_state()
         for r in failed:
             print(f"trial {r.index} failed: {r.error}", file=sys.stderr)
         lines = [f"sweep.json:     {self.state_path}"]
         if picture is not None:
             lines.append(f"comparison.png: {self.workdir / 'comparison.png'}")
         print("\n".join(lines))
-        return {"best": None if best is None else best.index, "failed": len(failed)}
+        return result
 
     def _picture(self, done: list[sweeps.TrialRecord], metric: str | None) -> np.ndarray:
         rows, labels, originals = [], [], None

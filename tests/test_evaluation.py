@@ -22,6 +22,7 @@ from genjax.evaluation import sample_quality
 from genjax.evaluation.precision_recall import precision_recall
 from genjax.models.classifier import FEATURE_DIM, Classifier
 from genjax.steps import classifier as steps
+from genjax.steps import fused
 from tests.conftest import write_idx_dataset
 
 
@@ -83,6 +84,30 @@ def test_classifier_shapes_and_feature_space():
     assert model.apply({"params": params}, x, method="features").shape == (3, FEATURE_DIM)
     count = sum(p.size for p in jax.tree.leaves(params))
     assert count == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (7 * 7 * 64 * 128 + 128) + 1290
+
+
+def test_the_validation_pass_keeps_the_features_it_plots():
+    """The feature-space picture's points come from the validation pass: the features
+    (not the logits), and the metrics are those of the plain forward pass."""
+    state = steps.create_state(Classifier(), 1e-3, (28, 28, 1), jax.random.key(0))
+    images = (np.arange(30 * 784) % 253).astype(np.uint8).reshape(30, 28, 28, 1)
+    labels = jnp.arange(30) % 10
+    out = fused.evaluate(
+        state,
+        jnp.asarray(images),
+        labels,
+        jax.random.key(1),
+        eval_step=steps.eval_step,
+        batch_size=8,
+        pixel_range=steps.PIXEL_RANGE,
+        outputs=steps.EVAL_OUTPUTS,
+        keep=12,
+    )
+    x = data.scale(images, steps.PIXEL_RANGE)
+    np.testing.assert_allclose(out["features"], steps.features(state, x[:12]), rtol=1e-5, atol=1e-5)
+    logits = state.apply_fn({"params": state.params}, x)
+    accuracy = np.mean(np.argmax(logits, -1) == np.asarray(labels))
+    assert float(out["accuracy"]) == pytest.approx(accuracy)
 
 
 @pytest.mark.slow

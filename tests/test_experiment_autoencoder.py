@@ -94,6 +94,9 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
         assert evaluated[key] == pytest.approx(summary[key], rel=1e-6), key
     assert evaluate_main.main([f"--workdir={workdir}", "--eval_samples=100"]) == 2
     assert "--eval_samples: autoencoder runs have no samples" in capsys.readouterr().err
+    nowhere = tmp_path / "missing" / "figures.json"
+    assert evaluate_main.main([f"--workdir={workdir}", f"--out={nowhere}"]) == 2
+    assert f"{nowhere.parent} is no writable folder" in capsys.readouterr().err
     for name in ("reconstructions.png", "latent_space.png"):
         assert (workdir / "images" / name).is_file()
     # What logging cost this run: the training loop's seconds making pictures and handing

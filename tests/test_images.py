@@ -60,10 +60,14 @@ def test_a_redrawn_scatter_is_the_picture_a_fresh_figure_draws():
     wide = (rng.normal(size=(900, 2)) * 5 + 3, rng.integers(0, 3, 900))
     images._scatter_figure.cache_clear()
     fresh = images.scatter_png(*small, names, "latent space")
-    other = images.scatter_png(*wide, names, "latent space")
+    other = images.scatter_png(*wide, names, "PCA of 3-D codes (80% of variance)")
     assert images._scatter_figure.cache_info().hits == 1  # The same figure, redrawn.
     assert not np.array_equal(fresh, other)
     np.testing.assert_array_equal(images.scatter_png(*small, names, "latent space"), fresh)
+    images._scatter_figure.cache_clear()  # The other title, drawn on a fresh figure.
+    np.testing.assert_array_equal(
+        images.scatter_png(*wide, names, "PCA of 3-D codes (80% of variance)"), other
+    )
     # Points of one class only: the other classes' earlier points are gone too.
     images._scatter_figure.cache_clear()
     only_a = (small[0][:50], np.zeros(50, int))

@@ -36,9 +36,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_processes(module: str, flags: list[str], tmp_path: Path, processes: int = 2):
+def _run_processes(module: str | None, flags: list[str], tmp_path: Path, processes: int = 2):
     """One run as `processes` hosts would start it: a process each, one CPU device each,
-    joined through a coordinator on localhost (jax's gloo collectives between them)."""
+    joined through a coordinator on localhost (jax's gloo collectives between them).
+    module None: flags are python's own arguments (-c SCRIPT)."""
     coordinator = f"localhost:{_free_port()}"
     procs = []
     for index in range(processes):
@@ -49,7 +50,7 @@ def _run_processes(module: str, flags: list[str], tmp_path: Path, processes: int
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", module, *flags],
+                [sys.executable, *(["-m", module] if module else []), *flags],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -195,6 +196,22 @@ def test_two_processes_train_and_resume_what_one_device_trains(tmp_path, small_d
     assert resumed["history"][-1]["val/loss"] == summary["val/loss"]
     assert resumed["state"] == "finished"
     assert (workdir / "images" / "reconstructions.png").exists()
+
+
+def test_every_process_follows_the_first_ones_value(tmp_path):
+    """What a sweep's processes plan from: the first process's value on each (values of
+    different lengths: the receivers learn its size first)."""
+    script = (
+        "import json, os\n"
+        "from genjax import sharding\n"
+        "sharding.initialize()\n"
+        "index = int(os.environ['JAX_PROCESS_ID'])\n"
+        "print(json.dumps(sharding.from_first_process([index, 'x' * (1000 + 500 * index)])))\n"
+    )
+    results = _run_processes(None, ["-c", script], tmp_path)
+    for index, result in enumerate(results):
+        assert result.returncode == 0, f"process {index}:\n{result.stderr}"
+        assert json.loads(result.stdout.strip().splitlines()[-1]) == [0, "x" * 1000]
 
 
 @pytest.mark.slow

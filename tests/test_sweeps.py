@@ -16,8 +16,9 @@ from PIL import Image
 from scipy import stats
 
 from experiments import sweep as sweep_main
-from genjax import loop, sweeps, wandb_logging
+from genjax import data, loop, sweeps, wandb_logging
 from genjax.config import AutoencoderConfig, ConfigError, parse_flags
+from genjax.steps import vae as vae_steps
 from tests.conftest import write_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -367,7 +368,7 @@ def test_vectorized_trials_match_the_same_trials_one_at_a_time(tmp_path, small_d
         for key in ("train/loss", "val/loss", "val/kl_loss", "val/reconstruction_loss"):
             assert sb[key] == pytest.approx(sa[key], rel=1e-4), key
         _, state_a, _ = sweep_main.EXPERIMENTS["vae"].restore(a["workdir"])
-        _, state_b, _ = sweep_main.EXPERIMENTS["vae"].restore(b["workdir"])
+        _, state_b, dataset = sweep_main.EXPERIMENTS["vae"].restore(b["workdir"])
         assert int(state_a.step) == int(state_b.step) == 20
         jax.tree.map(
             lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5),
@@ -380,6 +381,13 @@ def test_vectorized_trials_match_the_same_trials_one_at_a_time(tmp_path, small_d
         back = wandb_logging.read_run(run_dir)
         assert back["state"] == "finished" and [h["_step"] for h in back["history"]] == [1, 2]
         assert back["config"]["beta"] == pytest.approx(b["params"]["beta"])
+        # Its latent scatter holds its own codes (the vectorized validation pass keeps
+        # every trial's): z_mean of the first test images under its final state.
+        table_file = run_dir / "files" / back["history"][-1]["latent_space_scatter_table.path"]
+        points = np.array([row[:2] for row in json.loads(table_file.read_text())["data"]])
+        shown, _ = dataset.fixed_test_examples(len(points))
+        z_mean, _ = vae_steps.encode(state_b, data.scale(shown, vae_steps.PIXEL_RANGE))
+        np.testing.assert_allclose(points, z_mean, rtol=1e-4, atol=1e-5)
 
 
 def test_only_trials_that_differ_in_values_vectorize():

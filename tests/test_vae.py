@@ -1,5 +1,6 @@
 """The VAE: its loss terms, gradients, likelihood bounds, sampling, and the experiment."""
 
+import functools
 import json
 import math
 
@@ -12,9 +13,10 @@ import pytest
 from experiments import evaluate as evaluate_main
 from experiments import vae as vae_experiment
 from experiments import vae_sample
-from genjax import losses, wandb_logging
+from genjax import data, losses, wandb_logging
 from genjax.evaluation import likelihood
 from genjax.models.autoencoder import VAE
+from genjax.steps import fused
 from genjax.steps import vae as steps
 
 
@@ -193,6 +195,47 @@ def test_manifold_and_interpolation_points():
     line = steps.interpolation_points(jnp.zeros((3, 2)), jnp.ones((3, 2)), 5)
     chex.assert_shape(line, (3, 5, 2))
     np.testing.assert_allclose(line[0, :, 0], [0, 0.25, 0.5, 0.75, 1.0])
+
+
+def test_the_pictures_program_draws_what_the_separate_functions_draw():
+    state = _state(latent_dim=2, hidden_dim=32)
+    shown = jax.random.uniform(jax.random.key(1), (6, 28, 28, 1))
+    key = jax.random.key(2)
+    out = steps.pictures(
+        state, shown, key, num_generated=5, manifold_size=4, pairs=2, interpolation_steps=3
+    )
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    close(out["reconstructions"], steps.reconstruct(state, shown))
+    close(out["generated"], steps.generate(state, key, 5))
+    close(out["manifold"], steps.decode(state, steps.manifold_grid(4)))
+    ends, _ = steps.encode(state, shown[:4])
+    line = steps.interpolation_points(ends[0::2], ends[1::2], 3)
+    close(out["interpolations"], steps.decode(state, line.reshape(-1, 2)))
+    chex.assert_shape(out["interpolations"], (6, 28, 28, 1))
+    bare = steps.pictures(
+        state, shown, key, num_generated=5, manifold_size=0, pairs=0, interpolation_steps=3
+    )
+    assert set(bare) == {"reconstructions", "generated"}
+
+
+def test_the_validation_pass_keeps_the_posterior_means_it_plots():
+    """The latent pictures' codes come from the validation pass: z_mean, not the sampled z."""
+    state = _state(latent_dim=2, hidden_dim=32)
+    images = (np.arange(50 * 784) % 251).astype(np.uint8).reshape(50, 28, 28, 1)
+    out = fused.evaluate(
+        state,
+        jnp.asarray(images),
+        jnp.zeros(50, jnp.int32),
+        jax.random.key(3),
+        eval_step=steps.VAESteps("mse").eval_step,
+        batch_size=16,
+        pixel_range=steps.PIXEL_RANGE,
+        outputs=steps.EVAL_OUTPUTS,
+        keep=20,
+    )
+    z_mean, _ = steps.encode(state, data.scale(images[:20], steps.PIXEL_RANGE))
+    np.testing.assert_allclose(out["z_mean"], z_mean, rtol=1e-5, atol=1e-6)
+    assert set(out) == {"loss", "reconstruction_loss", "kl_loss", "z_mean"}
 
 
 KEYS = [

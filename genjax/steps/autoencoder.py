@@ -13,6 +13,8 @@ from genjax.steps.state import TrainState, adam
 from genjax.steps.state import create as create_train_state
 
 PIXEL_RANGE = (0.0, 1.0)  # The decoder ends in a sigmoid.
+# The per-example output of eval_step that the latent-space pictures plot.
+EVAL_OUTPUTS = ("z",)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -42,10 +44,6 @@ def train_step(state, batch, key):
     del key
     loss, grads = jax.value_and_grad(_loss)(state.params, state, batch)
     return state.apply_gradients(grads=grads), {"loss": loss}
-
-
-# The per-example output of eval_step that the latent-space pictures plot.
-EVAL_OUTPUTS = ("z",)
 
 
 @jax.jit

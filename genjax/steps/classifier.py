@@ -13,6 +13,8 @@ from genjax.steps.state import TrainState, adam
 from genjax.steps.state import create as create_train_state
 
 PIXEL_RANGE = (0.0, 1.0)
+# The per-example output of eval_step that the feature-space pictures plot.
+EVAL_OUTPUTS = ("features",)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
@@ -47,10 +49,6 @@ def train_step(state, batch, key):
 
     (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     return state.apply_gradients(grads=grads), {"loss": loss, "accuracy": accuracy}
-
-
-# The per-example output of eval_step that the feature-space pictures plot.
-EVAL_OUTPUTS = ("features",)
 
 
 @jax.jit

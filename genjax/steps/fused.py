@@ -170,16 +170,16 @@ def evaluate(
     in train_steps (state and key per trial; metrics [trials]).
 
     outputs: names of eval_step's per-example outputs ([B, ...], e.g. latent codes) that are
-    not averaged: each comes back as the first `keep` examples' values, [keep, ...], from
-    the same pass (pictures of the split then need no second forward pass); keep=0 drops
-    them.
+    not averaged: each comes back as the first `keep` examples' values, [min(keep, n),
+    ...], from the same pass (pictures of the split then need no second forward pass);
+    keep=0 drops them. A tuple: static arguments are hashed.
     """
     run = functools.partial(
         _evaluate,
         eval_step=eval_step,
         batch_size=batch_size,
         pixel_range=pixel_range,
-        outputs=tuple(outputs),
+        outputs=outputs,
         keep=keep,
     )
     if vectorized:

@@ -161,7 +161,8 @@ def pictures(
     and `pairs` lines of `interpolation_steps` decodings between consecutive shown images.
 
     One jitted function rather than one per picture: the first picture point compiles one
-    program (separately they took ~1.2 s of the training loop's time on a 2-core CPU).
+    program (~1.1 s against 2.3-2.8 s for the five functions, first calls in a fresh
+    process on a 2-core CPU).
     """
     out = {
         "reconstructions": reconstruct(state, shown),
