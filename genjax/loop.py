@@ -234,7 +234,8 @@ class Trial:
     # Its media include matplotlib plots (the latent scatters): the W&B thread then loads
     # matplotlib while the first dispatch compiles (Run's warm_up).
     plots: bool = False
-    # How many of the test split's first examples' eval_outputs its media takes.
+    # How many of the test split's first examples' eval_outputs its media takes (0: its
+    # media gets none, an empty mapping, and must not look for them).
     media_examples: int = 0
 
 

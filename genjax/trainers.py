@@ -48,11 +48,6 @@ class EpochTrainer:
         self, ctxs: list[RunContext], state: Any, vectorized: bool
     ) -> list[dict[str, Any]]:
         config, family, per_epoch = self.config, ctxs[0].family, self.per_epoch
-        if family.eval_outputs and not ctxs[0].trial.media_examples:
-            raise ValueError(
-                f"the {family.name} family's media plots eval outputs {family.eval_outputs} "
-                "of the test split's first examples: give its Trial media_examples (how many)"
-            )
         train_split = data.to_device(ctxs[0].dataset.train)
         test_split = data.to_device(ctxs[0].dataset.test)
         keys = _keys(ctxs, vectorized)
