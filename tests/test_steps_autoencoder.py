@@ -141,6 +141,21 @@ def test_evaluate_counts_every_example_once_and_keeps_the_first_outputs(small, k
         assert set(metrics) == {"loss"}
 
 
+def test_evaluate_refuses_an_output_the_eval_step_does_not_return(small):
+    with pytest.raises(ValueError, match=r"eval_step returns no \['codes'\]; it returns"):
+        fused.evaluate(
+            _state(),
+            small.images[:40],
+            small.labels[:40],
+            jax.random.key(0),
+            eval_step=steps.eval_step,
+            batch_size=32,
+            pixel_range=steps.PIXEL_RANGE,
+            outputs=("codes",),
+            keep=8,
+        )
+
+
 def test_evaluate_refuses_an_unnamed_per_example_output(small):
     with pytest.raises(ValueError, match=r"'z' has shape \(32, 2\).*eval_outputs"):
         fused.evaluate(
