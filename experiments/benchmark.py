@@ -642,15 +642,21 @@ def _logging_table(rows: list[dict]) -> str:
     columns = [("experiment", "<", 36), ("wall s", ">", 9), ("logging s", ">", 11)]
     columns += [("share", ">", 8), ("after 1st", ">", 11), ("W&B thread s", ">", 14)]
     columns += [("dispatches beside/alone", ">", 25), ("beside s", ">", 10), ("cost", ">", 7)]
+    columns += [("cost after 1st", ">", 16)]
     lines = []
     for r in rows:
         # The dispatch clock's estimate (genjax/loop.py, DispatchClock), where it had
         # dispatches of both kinds; the GAN's segments are all followed by logging.
-        beside = "n/a", "n/a", "n/a"
+        beside = "n/a", "n/a", "n/a", "n/a"
         if "dispatches_alone" in r:
-            beside = f"{r['dispatches_beside_logging']}/{r['dispatches_alone']}", "n/a", "n/a"
+            beside = f"{r['dispatches_beside_logging']}/{r['dispatches_alone']}", *beside[1:]
         if "logging_beside_s" in r:
-            beside = beside[0], f"{r['logging_beside_s']:.2f}", f"{r['logging_cost_share']:.1%}"
+            beside = (
+                beside[0],
+                f"{r['logging_beside_s']:.2f}",
+                f"{r['logging_cost_share']:.1%}",
+                f"{r['logging_cost_share_after_first']:.1%}",
+            )
         lines.append(
             [
                 r["command"],

@@ -70,7 +70,7 @@ class EpochTrainer:
                         # Done before the checkpoint this run resumed from, which lies on
                         # this grid (steps_per_dispatch is an identity field).
                         continue
-                    mark = clock.start(runs)
+                    mark = clock.start(runs, ready=order)
                     state, chunk = fused.train_steps(
                         state,
                         train_split.images,
@@ -123,6 +123,10 @@ class EpochTrainer:
                 )
                 val = _per_trial(jax.device_get(val), len(ctxs), vectorized)
                 outputs = [{k: v.pop(k) for k in family.eval_outputs if k in v} for v in val]
+                # The epoch's rows wait for the next dispatch (the clock releases them), not
+                # beside the checkpoint save, where their cost went unmeasured.
+                for run in runs:
+                    run.hold()
                 for i, ctx in enumerate(ctxs):
                     if ended[i] or not _finite(ctxs, i, val[i], "val/", step):
                         ended[i] = True

@@ -208,3 +208,4 @@ def test_repeated_rounds_report_the_median_and_the_logging_cost(tmp_path, capsys
     assert logged["dispatches_alone"] + logged["dispatches_beside_logging"] == 5
     printed = capsys.readouterr().out
     assert "after 1st" in printed and "dispatches beside/alone" in printed
+    assert "cost after 1st" in printed

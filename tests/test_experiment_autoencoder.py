@@ -106,6 +106,11 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
         summary["time/logging_s"] / summary["time/wall_s"]
     )
     assert 0 <= summary["time/logging_share_after_first"] < summary["time/logging_share"]
+    first, wall = summary["time/logging_first_point_s"], summary["time/wall_s"]
+    assert 0 < first <= summary["time/logging_s"]
+    assert summary["time/logging_share_after_first"] == pytest.approx(
+        (summary["time/logging_s"] - first) / (wall - first)
+    )
     assert summary["time/logging_worker_s"] > 0
     # Every dispatch of the usual 15 steps but the compiling first is timed, beside the
     # W&B worker or alone (2 per 40-step epoch, 2 epochs).
@@ -113,6 +118,9 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     if "time/logging_beside_s" in summary:  # Where both kinds were seen (timing decides).
         spent = summary["time/logging_s"] + summary["time/logging_beside_s"]
         assert summary["time/logging_cost_share"] == pytest.approx(spent / summary["time/wall_s"])
+        assert summary["time/logging_cost_share_after_first"] == pytest.approx(
+            (spent - first) / (wall - first)
+        )
     assert back["summary"]["time/logging_share"] == summary["time/logging_share"]
 
 

@@ -74,3 +74,27 @@ def test_a_redrawn_scatter_is_the_picture_a_fresh_figure_draws():
     fresh_a = images.scatter_png(*only_a, names, "latent space")
     images.scatter_png(*wide, names, "latent space")
     np.testing.assert_array_equal(images.scatter_png(*only_a, names, "latent space"), fresh_a)
+
+
+def test_the_pasted_legend_is_the_legend_matplotlib_draws():
+    """The legend is drawn once and its pixels pasted after each redraw: the picture must be
+    the one a figure drawing its legend every time makes, wherever the points lie (points
+    reaching the axes' right edge, next to the legend, included)."""
+    rng = np.random.default_rng(1)
+    names = tuple(f"class {k}" for k in range(10))  # Fashion-MNIST's count: a tall legend.
+    xy = rng.normal(size=(2000, 2)) * [1, 3]
+    xy[:20, 0] = xy[:, 0].max()  # Markers on the right spine.
+    labels = rng.integers(0, 10, 2000)
+    images._scatter_figure.cache_clear()
+    images.scatter_png(xy[::2] + 7, labels[::2], names, "first")  # Earlier pixels to paste over.
+    pasted = images.scatter_png(xy, labels, names, "latent space")
+    fig, ax, _, _ = images._scatter_figure(names)
+    legend = ax.get_legend()
+    legend.set_visible(True)  # The same figure, its legend drawn by matplotlib.
+    try:
+        fig.canvas.draw()
+        drawn = np.array(fig.canvas.buffer_rgba())[..., :3]
+    finally:
+        legend.set_visible(False)
+    assert (drawn < 250).any(axis=-1)[:, int(0.8 * drawn.shape[1]) :].sum() > 500  # A legend.
+    np.testing.assert_array_equal(pasted, drawn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import autoencoder
-from genjax import data, loop, wandb_logging
+from genjax import data, images, loop, wandb_logging
 from genjax.checkpoint import Checkpoints
 from genjax.config import AutoencoderConfig, parse_flags
 from genjax.steps import autoencoder as steps
@@ -202,6 +203,50 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_p
     assert run["state"] == "failed"
     assert "train/loss is nan at step 47" in run["summary"]["failure"]
     assert not (workdir / "summary.json").exists()
+
+
+def test_an_epochs_row_waits_for_its_checkpoint_and_starts_with_the_next_dispatch(
+    small_data, tmp_path, wandb_home, monkeypatch
+):
+    """The epoch trainer holds the epoch's row while it checkpoints (the W&B worker slowed
+    the save, unmeasured); the next dispatch's start releases it; the last epoch's row is
+    flushed with the summary, before the final checkpoint."""
+    config = parse_flags(
+        AutoencoderConfig,
+        _flags(
+            small_data, tmp_path / "run", epochs=3, checkpoint_interval=0, wandb_mode="disabled"
+        ),
+    )
+    dataset = data.load_dataset("fashion_mnist", str(small_data), "idx")
+    events = []
+    save, start = loop.RunContext.save, loop.DispatchClock.start
+
+    def saving(self, step, state, **extra):
+        events.append(("saved", step))
+        return save(self, step, state, **extra)
+
+    def starting(self, runs, ready=None):
+        events.append(("dispatch", None))
+        return start(self, runs, ready)
+
+    monkeypatch.setattr(loop.RunContext, "save", saving)
+    monkeypatch.setattr(loop.DispatchClock, "start", starting)
+
+    def render(epoch):
+        events.append(("row", epoch))
+        return np.zeros((8, 8, 1), np.uint8)
+
+    def media(state, epoch, outputs):
+        return {"images": {"p": images.Deferred(functools.partial(render, epoch))}}
+
+    family = autoencoder.EXPERIMENT.family(config)
+    trial = loop.Trial(config, autoencoder.trial(config, dataset).init_state, media)
+    loop.run(trial, family, dataset, EpochTrainer(config, dataset))
+    for epoch in (1, 2):  # 100 steps an epoch.
+        saved = events.index(("saved", 100 * epoch))
+        released = events.index(("dispatch", None), saved)  # The next dispatch's start.
+        assert released < events.index(("row", epoch)), events
+    assert events.index(("row", 3)) < events.index(("saved", 300)), events
 
 
 def _cli(args, tmp_path, **env):

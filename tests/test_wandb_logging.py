@@ -172,6 +172,53 @@ def test_dispatches_beside_the_worker_are_told_from_those_alone(wandb_home, tmp_
     assert clock.timings()["time/dispatches_beside_logging"] == 2
 
 
+def test_held_rows_wait_for_the_next_dispatch_and_every_end_releases_them(wandb_home, tmp_path):
+    """The epoch trainer holds its end-of-epoch rows while it checkpoints: the worker starts
+    them when the clock starts the next dispatch, and a flush (summary, preemption, finish)
+    never waits on a row that nothing would release."""
+    run = wandb_logging.Run(directory=tmp_path, config={}, mode="offline")
+    run.flush()
+    rendered = threading.Event()
+    picture = images.Deferred(lambda: (rendered.set(), np.zeros((8, 8, 1), np.uint8))[1])
+    run.hold()
+    run.log(1, {"x": 1.0}, images={"p": picture}, save_dir=tmp_path)
+    assert not rendered.wait(0.5) and run.busy()  # Queued, not started.
+    clock = loop.DispatchClock()
+    _, beside = clock.start([run])
+    assert beside and rendered.wait(30)  # Released by the dispatch's start: beside it.
+    run.flush()
+    rendered.clear()
+    run.hold()
+    run.log(2, {"x": 2.0}, images={"p": picture}, save_dir=tmp_path)
+    run.summary({"done": 1.0})  # A flush releases: no dispatch follows the last epoch.
+    assert rendered.is_set() and not run.busy()
+    run.finish()
+    assert [h["x"] for h in wandb_logging.read_run(run.dir)["history"]] == [1.0, 2.0]
+
+
+def test_the_clock_times_a_dispatch_without_the_work_its_inputs_still_wait_for():
+    """An input still being computed (the epoch's shuffle) is waited for before the clock
+    starts: counted in the dispatch after a log point, it read as logging's cost."""
+
+    class Pending:  # An array whose computation ends 0.2 s after it is first waited for.
+        done = False
+
+        def block_until_ready(self):
+            if not self.done:
+                time.sleep(0.2)
+                self.done = True
+            return self
+
+    clock = loop.DispatchClock()
+    for _ in range(3):  # The first compiles: the next two are timed.
+        order = Pending()
+        mark = clock.start([], ready=order)
+        order.block_until_ready()  # The dispatch needs its input.
+        time.sleep(0.02)
+        clock.stop(mark, [], usual=True)
+    assert len(clock.alone) == 2 and max(clock.alone) < 0.15
+
+
 def test_a_failing_picture_costs_only_itself_and_finish_waits_for_the_worker(
     wandb_home, tmp_path, capsys
 ):
