@@ -67,7 +67,12 @@ def trial(config: ClassifierConfig, dataset: data.Dataset, early_stop=None) -> l
     def media(state, epoch, outputs):
         # Features of the first latent_points test images, from the validation pass.
         png, scatter = images.latent_plots(
-            outputs["features"], labels, dataset.info.class_names, config.scatter_table_points
+            outputs["features"],
+            labels,
+            dataset.info.class_names,
+            config.scatter_table_points,
+            space="feature space",
+            vectors="features",
         )
         return {"images": {"feature_space": png}, "scatters": {"feature_space_scatter": scatter}}
 

@@ -64,15 +64,18 @@ def pca_2d(z: np.ndarray) -> tuple[np.ndarray, float]:
     return (centred @ vt[:2].T).astype(np.float32), explained
 
 
-def latent_xy(z: np.ndarray) -> tuple[np.ndarray, str]:
-    """Two coordinates per code: the code itself in 2-D, else a PCA projection; and a title."""
+def latent_xy(
+    z: np.ndarray, space: str = "latent space", vectors: str = "codes"
+) -> tuple[np.ndarray, str]:
+    """Two coordinates per code: the code itself in 2-D, else a PCA projection; and a title
+    naming the space (and, projected, its vectors: a classifier's are features)."""
     z = np.asarray(z)
     if z.shape[1] == 2:
-        return z.astype(np.float32), "latent space"
+        return z.astype(np.float32), space
     if z.shape[1] == 1:
-        return np.stack([z[:, 0], np.zeros_like(z[:, 0])], 1).astype(np.float32), "latent space"
+        return np.stack([z[:, 0], np.zeros_like(z[:, 0])], 1).astype(np.float32), space
     xy, explained = pca_2d(z)
-    return xy, f"latent space, PCA of {z.shape[1]}-D codes ({explained:.0%} of variance)"
+    return xy, f"{space}, PCA of {z.shape[1]}-D {vectors} ({explained:.0%} of variance)"
 
 
 # matplotlib is not thread-safe: several runs' W&B threads (a vectorized sweep) draw one
@@ -229,11 +232,17 @@ def resolve(picture):
 
 
 def latent_plots(
-    z: np.ndarray, labels: np.ndarray, class_names, table_points: int
+    z: np.ndarray,
+    labels: np.ndarray,
+    class_names,
+    table_points: int,
+    space: str = "latent space",
+    vectors: str = "codes",
 ) -> tuple[Deferred, Scatter]:
     """The latent-space picture twice: a PNG of every point coloured by class (rendered when
-    logged), and the first `table_points` as native scatter points."""
-    xy, title = latent_xy(z)
+    logged), and the first `table_points` as native scatter points (space and vectors name
+    them in the title, see latent_xy)."""
+    xy, title = latent_xy(z, space, vectors)
     labels = np.asarray(labels)
     png = Deferred(functools.partial(scatter_png, xy, labels, tuple(class_names), title))
     shown = slice(table_points)

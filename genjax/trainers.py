@@ -147,7 +147,12 @@ class EpochTrainer:
                             continue
                     if i == 0:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
-                    ctx.log(epoch + 1, metrics, ctx.media(trial_state, epoch + 1, outputs[i]))
+                    pictures = ctx.media(trial_state, epoch + 1, outputs[i])
+                    if not last and (epoch + 1) % config.scatter_table_interval:
+                        # Native W&B scatters every scatter_table_interval epochs and at the
+                        # end (their PNGs every epoch): see the config field.
+                        pictures = {k: v for k, v in pictures.items() if k != "scatters"}
+                    ctx.log(epoch + 1, metrics, pictures)
                     if last:
                         # Written before the final checkpoint: a process killed between the
                         # two redoes the last epoch (identically) and writes it again.

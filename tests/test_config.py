@@ -53,3 +53,8 @@ def test_bad_flags_name_the_field(argv, message):
     with pytest.raises(ConfigError, match=None) as excinfo:
         parse_flags(AutoencoderConfig, argv)
     assert message in str(excinfo.value)
+
+
+def test_a_native_scatter_interval_below_one_is_refused():
+    with pytest.raises(ConfigError, match=r"--scatter_table_interval=0: must be at least 1"):
+        parse_flags(AutoencoderConfig, ["--scatter_table_interval=0"])

@@ -230,3 +230,16 @@ def test_evaluating_what_is_not_a_run_is_a_clear_error(tmp_path, capsys, feature
     floor = json.loads(out.read_text())
     assert floor["experiment"] == "classifier"
     assert 0 <= floor["eval/fid_train_test"] < 50 and floor["eval/recall_train_test"] > 0.3
+
+
+def test_the_feature_scatter_names_features_not_latent_codes(tmp_path):
+    from genjax.config import ClassifierConfig
+
+    folder = write_idx_dataset(tmp_path, n_train=100, n_test=50)
+    dataset = data.load_dataset("fashion_mnist", str(folder), "idx")
+    config = ClassifierConfig(latent_points=40)
+    trial = classifier_experiment.trial(config, dataset)
+    state = trial.init_state(jax.random.key(0))
+    features = np.random.default_rng(0).normal(size=(40, FEATURE_DIM)).astype(np.float32)
+    scatter = trial.media(state, 1, {"features": features})["scatters"]["feature_space_scatter"]
+    assert scatter.title.startswith(f"feature space, PCA of {FEATURE_DIM}-D features (")

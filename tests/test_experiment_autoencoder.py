@@ -56,10 +56,12 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
             assert math.isfinite(h[key]) and 0 < h[key] < 0.2, (key, h[key])
         assert h["reconstructions._type"] == "image-file"
         assert h["latent_space._type"] == "image-file"
-        assert h["latent_space_scatter_table._type"] == "table-file"
-        assert h["latent_space_scatter_table.nrows"] == 600
-        assert h["latent_space_scatter_table.ncols"] == 3
         assert (run_dir / "files" / h["reconstructions.path"]).is_file()
+    # The native scatter every scatter_table_interval (5) epochs and at the last epoch.
+    assert "latent_space_scatter_table._type" not in history[0]
+    assert history[1]["latent_space_scatter_table._type"] == "table-file"
+    assert history[1]["latent_space_scatter_table.nrows"] == 600
+    assert history[1]["latent_space_scatter_table.ncols"] == 3
     assert history[1]["train/loss"] < history[0]["train/loss"]
     # The native scatter has a label column with class names.
     table_path = run_dir / "files" / history[1]["latent_space_scatter_table.path"]
