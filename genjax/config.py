@@ -73,14 +73,14 @@ class EpochConfig(BaseConfig):
     # Training steps fused into one device dispatch (lax.scan); the progress bar moves per chunk.
     steps_per_dispatch: int = 500
     eval_batch_size: int = 1000
-    # Points of the native W&B scatter (a wandb.Table) logged each epoch: the first of the
+    # Points of the native W&B scatter (a wandb.Table) each time it is logged: the first of the
     # latent-space plot's points, whose PNG shows them all. W&B builds and serializes a table
     # at ~60 us a point on the logging thread, which on a 2-core machine competes with
     # training: 10,000 points were ~0.7 s of every VAE epoch.
     scatter_table_points: int = 1000
     # Epochs between those native scatters (and the last epoch's, always); the PNG scatter
     # is logged every epoch. Each table is a W&B artifact, built and serialized on the
-    # logging thread: ~40% of the CPU of a VAE epoch's row. 1 = every epoch.
+    # logging thread: about a quarter of the CPU of a VAE epoch's row. 1 = every epoch.
     scatter_table_interval: int = 5
 
     def validate(self) -> None:
