@@ -140,7 +140,7 @@ def _read(workdir: Path) -> tuple[dict | None, dict | None]:
         return None, None
     checkpoints = Checkpoints(workdir, read_only=True)
     try:
-        record = checkpoints.read_record()
+        record = checkpoints.newest_record()
     finally:
         checkpoints.close()
     summary_path = workdir / "summary.json"

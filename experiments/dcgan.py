@@ -74,17 +74,17 @@ def trainer(config: DCGANConfig, dataset: data.Dataset) -> IterationTrainer:
     def run_segment(state, start, length, should_stop):
         if fuse == "scan":
             return bound.train_steps(state, train_images, keys.step, keys.data, length)
-        # One dispatch per iteration; metrics stay on the device until the segment ends. A
-        # signal ends the segment after the current iteration, so SIGTERM is answered
-        # within about one iteration, not at the next image point.
+        # One dispatch per iteration; metrics stay on the device until the segment ends. The
+        # host waits for the previous iteration before going on (one iteration in flight), so
+        # should_stop is polled as iterations finish and a signal ends the segment within
+        # about one iteration; polls of iterations that were only queued all came at once.
+        # Several devices wait for each iteration: back-to-back cross-device dispatches can
+        # abort XLA:CPU's collectives (a rendezvous timeout).
         rows = []
         for _ in range(length):
             state, m = bound.train_step(state, train_images, keys.step, keys.data)
+            jax.block_until_ready(m if several_devices or not rows else rows[-1])
             rows.append(m)
-            if several_devices:
-                # Back-to-back cross-device dispatches can abort XLA:CPU's collectives
-                # (a rendezvous timeout); waiting for each iteration costs little here.
-                jax.block_until_ready(m)
             if should_stop():
                 break
         return state, {k: jnp.stack([r[k] for r in rows]) for k in rows[0]}

@@ -49,7 +49,7 @@ def _experiment_of(workdir: Path):
         raise ConfigError(f"--workdir={workdir} holds no checkpoints/: not a genjax run folder")
     checkpoints = Checkpoints(workdir, read_only=True)  # A trainer may still be writing.
     try:
-        record = checkpoints.read_record()
+        record = checkpoints.newest_record()
     finally:
         checkpoints.close()
     if record is None:

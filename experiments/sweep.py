@@ -17,6 +17,7 @@ picture of the same test images through every trial, printed, saved and logged t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,6 +30,7 @@ import numpy as np
 
 from experiments import autoencoder, dcgan, vae
 from genjax import cli, images, loop, sharding, sweeps
+from genjax import workdir as workdirs
 from genjax.config import ConfigError, parse_flags
 from genjax.wandb_logging import Run
 
@@ -109,7 +111,10 @@ class SweepRunner:
             )
         self.workdir = Path(runner.workdir or os.path.join("runs", "sweeps", self.sweep.name))
         self.workdir = self.workdir.resolve()
-        loop.check_workdir(self.workdir, self.base.min_free_disk_mb)
+        workdirs.check_workdir(self.workdir, self.base.min_free_disk_mb)
+        self.owner = contextlib.ExitStack()  # The sweep's folder is this process's (close()).
+        if sharding.is_main_process():
+            self.owner.enter_context(workdirs.owned(self.workdir))
         self.state_path = self.workdir / "sweep.json"
         self.identity = {
             "sweep": self.sweep.spec,
@@ -380,8 +385,9 @@ def _describe(params: dict[str, Any]) -> str:
 
 
 def _cell(value: Any) -> Any:
-    """A table cell W&B stores as is: numbers and text (None as an empty cell)."""
-    return "" if value is None else value if isinstance(value, int | float | str) else str(value)
+    """A table cell W&B stores as is: numbers, text, or None (an empty cell, which a numeric
+    column takes: "" there makes W&B drop the whole row of tables and images)."""
+    return value if value is None or isinstance(value, int | float | str) else str(value)
 
 
 def _best(done: list[sweeps.TrialRecord], metric) -> sweeps.TrialRecord | None:
@@ -431,8 +437,9 @@ def _format_table(columns, rows, best) -> str:
 def run_sweep(argv: list[str]) -> dict[str, Any]:
     path, runner, trial_args = split_args(argv)
     sweep = SweepRunner(path, runner, trial_args)
-    sweep.run()
-    outcome = sweep.compare()
+    with sweep.owner:
+        sweep.run()
+        outcome = sweep.compare()
     if outcome["failed"]:
         raise loop.TrainingStopped(
             f"{outcome['failed']} trial(s) failed (see above and {sweep.state_path})"

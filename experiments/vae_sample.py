@@ -50,7 +50,7 @@ def sample(config: SampleConfig) -> Path:
         )
     checkpoints = Checkpoints(workdir, read_only=True)  # A trainer may still be writing.
     try:
-        record = checkpoints.read_record()
+        record = checkpoints.newest_record()
         if record is None:
             raise ConfigError(f"--workdir={workdir} holds no complete checkpoint yet")
         if record.get("experiment") != "vae":
@@ -61,7 +61,10 @@ def sample(config: SampleConfig) -> Path:
         init = functools.partial(
             steps.create_state, model, vae_config.learning_rate, vae_config.beta
         )
-        state, _ = checkpoints.restore(init(jax.random.key(0)))
+        restored = checkpoints.restore_latest(init(jax.random.key(0)))
+        if restored is None:
+            raise ConfigError(f"--workdir={workdir} holds no complete checkpoint yet")
+        state = restored[0]
     finally:
         checkpoints.close()
     generated = jax.device_get(steps.generate(state, jax.random.key(config.seed), config.num))

@@ -2,8 +2,11 @@
 
 Sources, in the order `--data_source=auto` tries them:
   1. a prepared tfds dataset in `data_dir` (or tfds's default folder);
-  2. the four IDX `.gz` files in `data_dir`, or where Debian's `dataset-fashion-mnist` puts them;
-  3. a tfds download, with tfds's retries switched off so that no network fails in seconds.
+  2. the four IDX `.gz` files in `data_dir`, or, with no `data_dir`, where Debian's
+     `dataset-fashion-mnist` puts them;
+  3. a tfds download (into `data_dir`), with tfds's retries off so that no network fails in
+     seconds.
+A `data_dir` that exists but holds none of these is an error, never a fallback to another copy.
 """
 
 from __future__ import annotations
@@ -189,12 +192,11 @@ def load_idx_split(folder: str | os.PathLike, split: str, info: DatasetInfo) -> 
 
 
 def idx_folders(info: DatasetInfo, data_dir: str) -> list[Path]:
-    """Folders searched for IDX files: data_dir (and data_dir/<name>), then system folders."""
-    folders = []
+    """Folders searched for IDX files: data_dir (and data_dir/<name>) when given, else the
+    system folders: a given folder is where the data must come from, never a fallback."""
     if data_dir:
-        folders += [Path(data_dir), Path(data_dir) / info.name]
-    folders += [Path(d) for d in info.system_dirs]
-    return folders
+        return [Path(data_dir), Path(data_dir) / info.name]
+    return [Path(d) for d in info.system_dirs]
 
 
 def _idx_present(folder: Path) -> bool:

@@ -1,15 +1,14 @@
-"""What every experiment's host loop shares: workdir checks, restore or init, W&B, signals,
-checkpoints, the NaN guard and summary.json. The loops themselves (epochs for the
+"""What every experiment's host loop shares: the workdir and its owner, restore or init, W&B,
+signals, checkpoints, the NaN guard and summary.json. The loops themselves (epochs for the
 autoencoders, iterations with image points for the GAN) are in genjax/trainers.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import sys
@@ -22,10 +21,13 @@ import jax
 import numpy as np
 
 from genjax import data, sharding
-from genjax.checkpoint import CheckpointError, Checkpoints, check_compatible
+from genjax import workdir as workdirs
+from genjax.checkpoint import CheckpointError, Checkpoints, check_compatible, tree_digest
 from genjax.config import BaseConfig, ConfigError
 from genjax.steps import state as state_lib
-from genjax.wandb_logging import Run, agent_run
+from genjax.wandb_logging import Run, find_run_dirs, read_history, read_journal
+
+JOURNAL = "wandb_rows.jsonl"  # Every W&B row this workdir's run logged (Run's journal).
 
 # Pictures at a log point: (state, step, outputs) -> {"images": {key: array, (array,
 # caption) or images.Deferred}, "scatters": {key: images.Scatter}}. outputs: the validation
@@ -102,38 +104,6 @@ def run_keys(seed: int) -> RunKeys:
     return RunKeys(*(jax.random.fold_in(root, i) for i in range(len(names))))
 
 
-def workdir_for(config: BaseConfig, experiment: str) -> Path:
-    """--workdir, else runs/<experiment>; a `wandb agent` trial gets its own folder, so the
-    trials of a sweep never share (and refuse) each other's checkpoints."""
-    if config.workdir:
-        return Path(config.workdir).resolve()
-    agent = agent_run()
-    if agent is not None:
-        return Path("runs", "sweeps", *agent).resolve()
-    return Path("runs", experiment).resolve()
-
-
-def check_workdir(workdir: Path, min_free_mb: int) -> None:
-    """Fails at start, not after hours, when the workdir cannot be written or the disk is full."""
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        # Per process: the hosts of one run may share the workdir (a network disk).
-        probe = workdir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"genjax")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(
-            f"--workdir={workdir} cannot be written ({e.strerror or e}); "
-            "choose a folder you can write to"
-        ) from None
-    free_mb = shutil.disk_usage(workdir).free // 2**20
-    if free_mb < min_free_mb:
-        raise ConfigError(
-            f"--workdir={workdir} has {free_mb} MB free, less than --min_free_disk_mb="
-            f"{min_free_mb}; free some space or choose a workdir on another disk"
-        )
-
-
 def steps_per_epoch(config, num_train: int) -> int:
     """Full batches per pass over the training split (the remainder is dropped: static shapes)."""
     if config.batch_size > num_train:
@@ -145,16 +115,6 @@ def steps_per_epoch(config, num_train: int) -> int:
     full = num_train // config.batch_size
     cap = getattr(config, "steps_per_epoch", 0)  # Only epoch-trained experiments cap it.
     return min(full, cap) if cap else full
-
-
-def tree_digest(tree: Any) -> str:
-    """sha256 of a pytree's leaves (bytes, shapes, dtypes) in tree order: bitwise identity."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(tree)):
-        leaf = np.asarray(leaf)
-        h.update(f"{leaf.dtype}{leaf.shape}".encode())
-        h.update(np.ascontiguousarray(leaf).tobytes())
-    return h.hexdigest()
 
 
 class _SignalFlag:
@@ -189,9 +149,17 @@ def check_finite(metrics: Mapping[str, np.ndarray], prefix: str, first_step: int
         if bad.size:
             step = first_step + int(bad[0])
             raise NonFiniteError(
-                f"{prefix}{name} is {values[bad[0]]} at step {step}; training stopped and the "
-                "last good checkpoint is kept (lower --learning_rate, or check the data)"
+                f"{prefix}{name} is {values[bad[0]]} at step {step}; training stopped "
+                "(lower --learning_rate, or check the data)"
             )
+
+
+def checkpoint_note(checkpoints: Checkpoints) -> str:
+    """What a run that stopped on a NaN leaves behind (nothing after it is saved)."""
+    step = checkpoints.latest_step()
+    if step is None:
+        return "no checkpoint was written yet, so the same command starts afresh"
+    return f"its last good checkpoint, step {step}, is kept"
 
 
 class Trainer(Protocol):
@@ -255,15 +223,9 @@ class DispatchClock:
     compiled: bool = False
 
     def start(self, runs: Sequence[Run], ready: Any = None) -> tuple[float, bool]:
-        """Starts timing a dispatch: first waits for `ready`, arrays the dispatch takes
-        that earlier dispatches are still computing (the epoch's shuffle, ~35 ms, drawn
-        just before the dispatch after a log point: counted in it, the clock took it for
-        logging's cost, 0.7 s of a 20-epoch VAE run whose W&B rows were replaced by
-        sleeps; the dispatch waits for it anyway); then releases the rows held since the
-        log point (Run.hold), so that their work lands beside this dispatch."""
+        """Starts timing a dispatch once `ready` is computed: arrays the dispatch takes that
+        earlier dispatches are still computing (the epoch's shuffle) are not logging's cost."""
         jax.block_until_ready(ready)
-        for r in runs:  # Rows held at the last log point (Run.hold) start beside this one.
-            r.release()
         return time.perf_counter(), any(r.busy() for r in runs)
 
     def stop(self, mark: tuple[float, bool], runs: Sequence[Run], usual: bool) -> None:
@@ -320,6 +282,9 @@ class RunContext:
     # Logging seconds up to and including the first point with pictures, whose media call
     # compiles the pictures' jitted functions (once per process).
     logging_first_s: float | None = None
+    # The last W&B step logged: a checkpoint records it, and a resume makes W&B hold every
+    # step up to it (Run.restore_history).
+    logged_step: int = 0
     started: float = dataclasses.field(default_factory=time.perf_counter)
     clock: DispatchClock = dataclasses.field(default_factory=DispatchClock)
 
@@ -339,6 +304,7 @@ class RunContext:
             {
                 "step": step,
                 "wandb_run_id": self.wandb_run.id,
+                "logged_step": self.logged_step,
                 "experiment": self.family.name,
                 "config": self.config.to_dict(),
                 **extra,
@@ -379,6 +345,7 @@ class RunContext:
             save_dir=self.image_dir if sharding.is_main_process() else None,
         )
         self.logging_s += time.perf_counter() - start
+        self.logged_step = step
         if self.logging_first_s is None and pictures:
             self.logging_first_s = self.logging_s
 
@@ -446,8 +413,8 @@ class RunContext:
 
     def fail(self, error: BaseException) -> None:
         """Ends this trial alone (vectorized trials: the others go on); its W&B run fails."""
-        self.failure = f"{type(error).__name__}: {error}"
-        print(f"{self.workdir}: {error}", file=sys.stderr)
+        self.failure = f"{type(error).__name__}: {error}; {checkpoint_note(self.checkpoints)}"
+        print(f"{self.workdir}: {self.failure}", file=sys.stderr)
         self.wandb_run.summary({"failure": self.failure})
         self.wandb_run.finish(exit_code=1)
 
@@ -463,37 +430,120 @@ class _Opened:
     keys: RunKeys
     state: Any
     template: Any  # A fresh state: the structure a restore reads into.
+    wandb_run_id: str  # "" before the run's first start.
 
 
-def _open(trial: Trial, family: Family) -> _Opened:
-    """Checks the workdir, refuses an incompatible checkpoint, restores the latest one."""
+def _open(trial: Trial, family: Family, owners: contextlib.ExitStack) -> _Opened:
+    """Takes the workdir (refused while another process has it), refuses a checkpoint of
+    another run, restores the latest intact checkpoint."""
     config = trial.config
-    workdir = workdir_for(config, family.name)
-    check_workdir(workdir, config.min_free_disk_mb)
+    workdir = workdirs.workdir_for(config, family.name)
+    workdirs.check_workdir(workdir, config.min_free_disk_mb)
+    if sharding.is_main_process():  # The processes of one run share its workdir.
+        owners.enter_context(workdirs.owned(workdir))
     checkpoints = Checkpoints(workdir, config.max_to_keep)
     try:
-        record = checkpoints.read_record()
-        if record is not None:
-            check_compatible(record, family.name, config.to_dict(), family.identity_fields, workdir)
         keys = run_keys(config.seed)
         # Replicated before a restore reads into it: orbax then restores every array in that
         # layout, where moving restored single-device arrays onto the other hosts' devices
         # afterwards is refused by jax (no cross-host transfers between CPU/GPU processes).
         template = state = sharding.replicate(trial.init_state(keys.init))
-        if record is not None:
-            state, record = checkpoints.restore(template)
+
+        def check(record):
+            check_compatible(record, family.name, config.to_dict(), family.identity_fields, workdir)
+
+        restored = checkpoints.restore_latest(template, check)
+        record = {}
+        if restored is not None:
+            state, record = restored
             print(f"resuming {workdir} from step {int(state.step)}", file=sys.stderr)
+        elif (workdir / "summary.json").exists():
+            raise ConfigError(
+                f"{workdir} holds a finished run's summary.json but no checkpoint (its "
+                "checkpoints/ folder is missing or empty), so it can neither resume nor start "
+                f"afresh there; delete {workdir} to start afresh, or choose another --workdir"
+            )
+        run_file = workdirs.read_run_file(workdir)
+        if run_file.get("experiment", family.name) != family.name:
+            raise ConfigError(
+                f"{workdir} holds a {run_file['experiment']!r} run, not {family.name!r}; "
+                "use another --workdir"
+            )
+        run_id = run_file.get("wandb_run_id") or record.get("wandb_run_id", "")
     except BaseException:
         checkpoints.close()
         raise
-    return _Opened(trial, workdir, checkpoints, record or {}, keys, state, template)
+    return _Opened(trial, workdir, checkpoints, record, keys, state, template, run_id)
 
 
-def _already_complete(opened: _Opened) -> dict[str, Any]:
-    summary_path = opened.workdir / "summary.json"
-    print(f"{opened.workdir} is already complete at step {int(opened.state.step)}: {summary_path}")
-    opened.checkpoints.close()
-    return json.loads(summary_path.read_text()) if summary_path.exists() else {}
+def _wandb_run(o: _Opened, family: Family, dataset: data.Dataset) -> Run:
+    """The trial's W&B run: the one its earlier processes logged to, holding once each step
+    they logged up to its checkpoint (Run.restore_history)."""
+    config = o.trial.config
+    main = sharding.is_main_process()
+    run = Run(
+        directory=o.workdir,
+        config={**config.to_dict(), "experiment": family.name, "data_source": dataset.source},
+        # Several hosts: one W&B run, from the first (the others' metrics are the same
+        # global numbers).
+        mode=config.wandb_mode if main else "disabled",
+        project=config.wandb_project,
+        entity=config.wandb_entity,
+        name=config.wandb_name,
+        group=config.wandb_group,
+        job_type=family.name,
+        init_timeout=config.wandb_init_timeout,
+        run_id=o.wandb_run_id,
+        warm_up=o.trial.plots,
+        journal=o.workdir / JOURNAL,
+    )
+    if main:
+        if run.id != o.wandb_run_id:
+            workdirs.write_run_file(o.workdir, experiment=family.name, wandb_run_id=run.id)
+        again = run.restore_history(o.record.get("logged_step", 0))
+        if again:
+            print(
+                f"W&B had lost {again} logged row(s) of {o.workdir}: logged again", file=sys.stderr
+            )
+    return run
+
+
+def _already_complete(o: _Opened, family: Family, dataset: data.Dataset) -> dict[str, Any]:
+    """A finished run's summary; its W&B run finished too, when a kill had left it open or
+    short of rows."""
+    summary_path = o.workdir / "summary.json"
+    print(f"{o.workdir} is already complete at step {int(o.state.step)}: {summary_path}")
+    o.checkpoints.close()
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if _wandb_unfinished(o):
+        run = _wandb_run(o, family, dataset)
+        metrics = {k: v for k, v in summary.items() if k not in SUMMARY_PLACES}
+        run.summary(metrics)
+        run.finish()
+        print(
+            f"finished its W&B run {run.id}, which the last process had left open", file=sys.stderr
+        )
+    return summary
+
+
+def _wandb_unfinished(o: _Opened) -> bool:
+    """Whether the run's W&B files lack its final exit or a journaled row."""
+    if not (o.workdir / JOURNAL).exists() or not sharding.is_main_process():
+        return False  # Never logged to W&B (disabled), or another host's process.
+    if o.trial.config.wandb_mode == "disabled" or not o.wandb_run_id:
+        return False
+    runs = [read_history(d) for d in find_run_dirs(o.workdir, o.wandb_run_id)]
+    if not runs or runs[-1]["exit_code"] != 0:
+        return True
+    held = set().union(*(h["steps"] for h in runs))
+    logged = o.record.get("logged_step", 0)
+    return any(
+        r["step"] not in held for r in read_journal(o.workdir / JOURNAL) if r["step"] <= logged
+    )
+
+
+# summary.json's entries that say where things are, not what the run measured.
+SUMMARY_PLACES = ("config", "wandb_run", "data_source", "images", "checkpoints")
 
 
 def run(trial: Trial, family: Family, dataset: data.Dataset, trainer: Trainer) -> dict[str, Any]:
@@ -518,13 +568,18 @@ def run_vectorized(
     """
     if not vectorized and len(trials) != 1:
         raise ValueError("only vectorized runs hold more than one trial")
+    with contextlib.ExitStack() as owners:  # Each workdir is this process's until the end.
+        return _run_owned(trials, family, dataset, trainer, vectorized, owners)
+
+
+def _run_owned(trials, family, dataset, trainer, vectorized, owners) -> list[dict[str, Any]]:
     summaries: list[dict[str, Any] | None] = [None] * len(trials)
     opened: list[_Opened] = []
     try:
         for i, trial in enumerate(trials):
-            o = _open(trial, family)
+            o = _open(trial, family, owners)
             if int(o.state.step) >= trainer.total_steps:
-                summaries[i] = _already_complete(o)
+                summaries[i] = _already_complete(o, family, dataset)
             else:
                 opened.append(o)
         if not opened:
@@ -541,28 +596,7 @@ def run_vectorized(
     wandb_runs: list[Run] = []
     try:
         for o in opened:
-            config = o.trial.config
-            wandb_runs.append(
-                Run(
-                    directory=o.workdir,
-                    config={
-                        **config.to_dict(),
-                        "experiment": family.name,
-                        "data_source": dataset.source,
-                    },
-                    # Several hosts: one W&B run, from the first (the others' metrics are
-                    # the same global numbers).
-                    mode=config.wandb_mode if sharding.is_main_process() else "disabled",
-                    project=config.wandb_project,
-                    entity=config.wandb_entity,
-                    name=config.wandb_name,
-                    group=config.wandb_group,
-                    job_type=family.name,
-                    init_timeout=config.wandb_init_timeout,
-                    run_id=o.record.get("wandb_run_id", ""),
-                    warm_up=o.trial.plots,
-                )
-            )
+            wandb_runs.append(_wandb_run(o, family, dataset))
         with _SignalFlag() as stop:
             clock = DispatchClock()  # Vectorized trials share their dispatches.
             ctxs = [
@@ -577,6 +611,7 @@ def run_vectorized(
                     o.record,
                     stop,
                     clock=clock,
+                    logged_step=o.record.get("logged_step", 0),
                 )
                 for o, w in zip(opened, wandb_runs, strict=True)
             ]
@@ -595,6 +630,8 @@ def run_vectorized(
             w.finish(exit_code=e.exit_code)
         raise
     except BaseException as e:
+        if isinstance(e, NonFiniteError):  # A lone run (vectorized trials fail alone).
+            e.args = (f"{e}; {checkpoint_note(opened[0].checkpoints)}",)
         for w in wandb_runs:
             w.summary({"failure": f"{type(e).__name__}: {e}"})
             w.finish(exit_code=1)
@@ -654,7 +691,7 @@ class Experiment:
         workdir = Path(workdir)
         checkpoints = Checkpoints(workdir, read_only=True)
         try:
-            record = checkpoints.read_record()
+            record = checkpoints.newest_record()
             if record is None:
                 raise ConfigError(f"{workdir} holds no complete checkpoint; train it first")
             if record.get("experiment") != self.name:
@@ -667,7 +704,10 @@ class Experiment:
                 dataset = self.load_data(config)
             template = self.trial(config, dataset, None).init_state(run_keys(config.seed).init)
             # Replicated, as for a resume (_open): every host of several then holds it.
-            state, _ = checkpoints.restore(sharding.replicate(template))
+            restored = checkpoints.restore_latest(sharding.replicate(template))
+            if restored is None:
+                raise CheckpointError(f"no checkpoint in {workdir} reads back intact")
+            state = restored[0]
         finally:
             checkpoints.close()
         return config, state, dataset

@@ -99,13 +99,33 @@ def experiment_of(spec: Mapping[str, Any], where: str) -> str:
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last,
+    so one of two values set for a parameter would be silently lost)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | Path, experiments: Mapping[str, type]) -> Sweep:
     """Reads and checks a sweep file; `experiments` maps names to their config classes."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (safe)
     except OSError as e:
         raise SweepError(f"cannot read the sweep file {path}: {e.strerror or e}") from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SweepError(f"{where}: not valid YAML: {e.problem}") from None
     except yaml.YAMLError as e:
         raise SweepError(f"{path} is not valid YAML: {e}") from None
     where = str(path)

@@ -123,10 +123,6 @@ class EpochTrainer:
                 )
                 val = _per_trial(jax.device_get(val), len(ctxs), vectorized)
                 outputs = [{k: v.pop(k) for k in family.eval_outputs if k in v} for v in val]
-                # The epoch's rows wait for the next dispatch (the clock releases them), not
-                # beside the checkpoint save, where their cost went unmeasured.
-                for run in runs:
-                    run.hold()
                 for i, ctx in enumerate(ctxs):
                     if ended[i] or not _finite(ctxs, i, val[i], "val/", step):
                         ended[i] = True

@@ -1,14 +1,21 @@
 """The only module that imports wandb: choosing the mode, logging, and reading runs back.
 
-W&B must never stop or stall training: the mode is decided before `wandb.init`, an online
-init that fails or times out falls back to offline, and logging errors are reported once
-and then ignored. Rows are turned into W&B objects and logged by one worker thread, off the
-training loop's critical path.
+W&B must never stop or stall training: the mode is decided before `wandb.init` (online only
+with a key, which is handed to W&B, so it never prompts for one), an online init that fails
+or times out falls back to offline, and logging errors are reported once and then ignored.
+Rows are turned into W&B objects and logged by one worker thread, off the training loop's
+critical path.
+
+W&B keeps the last second or so of a run in memory, so a `kill -9` can lose rows that were
+logged. Each row is therefore also appended to a journal in the workdir when it is logged;
+a resumed run compares the journal with what W&B's files hold and logs again what they lost
+(restore_history), and never logs a step they already hold.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import netrc
 import os
@@ -43,31 +50,42 @@ def _notice(message: str) -> None:
     print(f"[wandb] {message}", file=sys.stderr, flush=True)
 
 
-def api_key_configured() -> bool:
-    """Whether `wandb login` or WANDB_API_KEY has given this machine a key for the W&B host.
+def api_key() -> str:
+    """The key `wandb login` or WANDB_API_KEY gave this machine for the W&B host, or "".
 
     Read from the environment and ~/.netrc with the standard library, not wandb's private
     auth modules, which change between releases.
     """
     if os.environ.get("WANDB_API_KEY"):
-        return True
+        return os.environ["WANDB_API_KEY"]
     host = os.environ.get("WANDB_BASE_URL", DEFAULT_HOST)
     host = host.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
     try:
         auth = netrc.netrc(path).authenticators(host)
     except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(auth and auth[2])
+        return ""
+    return (auth[2] or "") if auth else ""
+
+
+def api_key_configured() -> bool:
+    return bool(api_key())
 
 
 def choose_mode(requested: str) -> str:
-    """auto -> online when a key is configured, else offline (with a one-line notice)."""
-    if requested != "auto":
+    """auto -> online when a key is configured, else offline (with a one-line notice); online
+    without a key -> offline too: W&B would otherwise ask for one at a terminal and wait."""
+    if requested not in ("auto", "online"):
         return requested
     if api_key_configured():
         return "online"
-    _notice("no W&B API key configured: logging offline (`wandb login` to go online)")
+    if requested == "online":
+        _notice(
+            "--wandb_mode=online but no W&B API key is configured: logging offline "
+            "(`wandb login` or WANDB_API_KEY to go online)"
+        )
+    else:
+        _notice("no W&B API key configured: logging offline (`wandb login` to go online)")
     return "offline"
 
 
@@ -88,26 +106,26 @@ class Run:
         init_timeout: float = 20.0,
         run_id: str = "",
         warm_up: bool = False,
+        journal: str | os.PathLike | None = None,
     ):
         """Starts a run, or resumes run `run_id` (a resumed training run keeps its W&B run).
 
         warm_up: the worker loads matplotlib at once (see _warm_up), for runs whose
-        pictures include plots."""
-        Path(directory).mkdir(parents=True, exist_ok=True)
+        pictures include plots. journal: a file every logged row is appended to (see the
+        module's docstring); restore_history reads it back."""
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._failed_once = False
         # One worker, so steps reach W&B in the order they were logged (as CLU's
         # AsyncWriter): rendering the scatter, encoding images and building the W&B table
-        # cost ~0.5 s per autoencoder epoch here, which the next epoch's training no longer
-        # waits for. summary, mark_preempting and finish wait for it first, so nothing
-        # logged is overtaken or lost at a normal end or a signal (a kill -9 loses the rows
-        # still waiting, as W&B's own 1 s flush interval always could).
+        # cost ~0.5 s per autoencoder epoch here, which the next epoch's training does not
+        # wait for. summary, mark_preempting and finish wait for it first.
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wandb-log")
         self._pending: list[concurrent.futures.Future] = []
         self.worker_s = 0.0  # Seconds the worker has spent logging.
         self.idle_since = 0.0  # perf_counter() when the worker last finished a row.
-        self._released = threading.Event()  # Cleared by hold(): rows wait for release().
-        self._released.set()
         self._finished = False
+        self._held_elsewhere: set[int] = set()  # Steps earlier processes' W&B files hold.
         mode = choose_mode(mode)
         kwargs = dict(
             dir=str(directory),
@@ -133,6 +151,7 @@ class Run:
             mode = "offline"
             self._run = self._init(mode, init_timeout, kwargs)
         self.mode = mode
+        self._journal = Journal(journal) if journal is not None and mode != "disabled" else None
         if warm_up:
             self._pending.append(self._worker.submit(self._warm_up))
 
@@ -141,12 +160,15 @@ class Run:
         settings = _wandb().Settings(
             mode=mode,
             init_timeout=init_timeout,
+            # Handed over, so that W&B never looks for a key itself: without one it would
+            # ask for it at a terminal and wait there for ever.
+            api_key=(api_key() or None) if mode == "online" else None,
+            login_timeout=init_timeout,
             # Our progress bar owns the terminal; W&B's console capture would duplicate it.
             console="off",
             silent=True,
-            # W&B writes the run's .wandb file every 15 s by default, so `kill -9` lost up to
-            # 15 s of logged epochs (seen: a killed run kept only the file header). Flushing
-            # every second bounds that loss.
+            # W&B writes the run's .wandb file every 15 s by default; every second bounds
+            # what a kill -9 takes from it before the journal is read back.
             x_transaction_log_flush_interval=1.0,
         )
         return _wandb().init(settings=settings, **kwargs)
@@ -186,16 +208,54 @@ class Run:
     ) -> None:
         """Logs one W&B step: scalars, images (array, (array, caption) or images.Deferred),
         scatter plots and tables ((columns, rows)); each image is also saved as
-        save_dir/KEY.png when given. Returns at once; the worker thread renders, saves and
-        logs (flush waits for it)."""
+        save_dir/KEY.png when given. Returns at once, the row in the journal; the worker
+        thread renders, saves and logs (flush waits for it). A step that an earlier process
+        of this run already gave W&B is rendered and saved but not sent again."""
         if self._finished:  # W&B must never stop training: a late row is dropped.
             return
+        scalars = {k: _plain(v) for k, v in (scalars or {}).items()}
+        if self._journal is not None:
+            captions = {k: (_as_tuple(v) + (None,))[1] for k, v in (images or {}).items()}
+            self._journal.append({"step": step, "scalars": scalars, "images": captions})
         self._pending = [f for f in self._pending if not f.done()]
         if len(self._pending) >= MAX_PENDING_LOGS:
-            self.release()  # Held rows could never make room.
             self._pending.pop(0).result()
-        row = (step, dict(scalars or {}), images, scatters, tables, save_dir)
+        send = step not in self._held_elsewhere
+        row = (step, scalars, images, scatters, tables, save_dir, send)
         self._pending.append(self._worker.submit(self._log_now, *row))
+
+    def restore_history(self, logged_through: int) -> int:
+        """Makes W&B hold each journaled step up to `logged_through` exactly once: steps the
+        earlier processes' W&B files lost are logged again (their scalars, and their
+        pictures where W&B had kept the files); later journal rows are dropped, since
+        training makes them again. Returns how many rows were logged again."""
+        if self._journal is None:
+            return 0
+        kept = [r for r in read_journal(self._journal.path) if r["step"] <= logged_through]
+        earlier = [
+            h
+            for h in map(read_history, find_run_dirs(self.directory, self.id))
+            if h["run_id"] == self.id and h["dir"].resolve() != Path(self.dir).resolve()
+        ]
+        self._held_elsewhere = set().union(*(h["steps"] for h in earlier))
+        self._journal.rewrite(kept)
+        missing = [r for r in kept if r["step"] not in self._held_elsewhere]
+        for r in missing:
+            found = {}
+            for key, caption in r["images"].items():
+                # W&B names its copy of a picture after the first 20 hex digits of its sha256.
+                digest = r["media"].get(key, "")[:20]
+                files = [
+                    f
+                    for h in earlier
+                    for f in (h["dir"] / "files" / "media").rglob(f"*_{digest}.png")
+                    if digest
+                ]
+                if files:
+                    found[key] = (files[0], caption) if caption else files[0]
+            row = (r["step"], dict(r["scalars"]), found, None, None, None, True)
+            self._pending.append(self._worker.submit(self._log_now, *row))
+        return len(missing)
 
     def _warm_up(self) -> None:
         """On the worker, while the first dispatch compiles: matplotlib loaded and its fonts
@@ -208,35 +268,21 @@ class Run:
         finally:
             self.worker_s += time.perf_counter() - start
 
-    def hold(self) -> None:
-        """Rows the worker has not started wait, queued, until release() (or a flush): the
-        epoch trainer holds its end-of-epoch rows while it checkpoints, so the worker's work
-        lands beside the next dispatch, where the dispatch clock measures what it costs.
-        (Beside the checkpoint it went unmeasured, and slowed the VAE's save from ~0.10 to
-        ~0.19 s.)"""
-        self._released.clear()
-
-    def release(self) -> None:
-        """Lets the worker start the rows held since hold()."""
-        self._released.set()
-
     def busy(self) -> bool:
         """Whether the worker thread still has logged rows to render or hand to W&B."""
         return any(not f.done() for f in self._pending)
 
     def flush(self) -> None:
         """Waits until every step logged so far has reached W&B (or failed, and said so)."""
-        self.release()
         for future in self._pending:
             future.result()
         self._pending = []
 
-    def _log_now(self, step, scalars, images, scatters, tables, save_dir) -> None:
-        self._released.wait()  # Not the worker's time: it waits, held (hold()).
-        if self.mode == "disabled" and save_dir is None:
+    def _log_now(self, step, scalars, images, scatters, tables, save_dir, send) -> None:
+        if (self.mode == "disabled" or not send) and save_dir is None:
             return  # Nowhere to put anything (another host's process): render nothing.
         start = time.perf_counter()
-        resolved = {}
+        resolved, digests = {}, {}
         for key, value in (images or {}).items():
             # A picture that fails (a plotting error, a full disk) is left out alone: the
             # step's numbers and its other pictures are still logged.
@@ -246,13 +292,16 @@ class Run:
                     array, *caption = _as_tuple(resolved[key])
                     path = Path(save_dir) / f"{key}.png"
                     pictures.save_png(array, path)
+                    digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
                     # W&B takes the file as it is: the PNG is encoded once (~40 ms less for
                     # the latent scatter), and W&B copies it before the next row rewrites it.
                     resolved[key] = (path, *caption)
             except Exception as e:
                 self._report_failure(e, f"picture {key!r} at step {step}")
+        if self._journal is not None and digests:  # How restore_history finds W&B's copies.
+            self._journal.append({"step": step, "media": digests})
         try:
-            if self.mode != "disabled":  # Disabled: W&B's objects would go nowhere.
+            if self.mode != "disabled" and send:  # Disabled: W&B's objects would go nowhere.
                 self._build_and_log(step, scalars, resolved, scatters, tables)
         finally:
             self.idle_since = time.perf_counter()
@@ -287,7 +336,8 @@ class Run:
                     optional=False,
                 )
                 payload[key] = _wandb().plot.scatter(table, "x", "y", title=sc.title)
-            self._run.log(payload, step=step)
+            # Committed now: W&B otherwise keeps a row open until the next step or finish().
+            self._run.log(payload, step=step, commit=True)
         except Exception as e:  # A logging failure must not end a training run.
             self._report_failure(e)
 
@@ -311,6 +361,8 @@ class Run:
         self.flush()
         self._finished = True
         self._worker.shutdown()
+        if self._journal is not None:
+            self._journal.close()
         try:
             self._run.finish(exit_code=exit_code)
         except Exception as e:
@@ -322,29 +374,107 @@ def _as_tuple(picture) -> tuple:
     return picture if isinstance(picture, tuple) else (picture,)
 
 
-def find_run_dirs(directory: str | os.PathLike) -> list[Path]:
-    """Offline and online run folders under a W&B `dir` (its wandb/ subfolder), oldest first."""
+def _plain(value: Any) -> Any:
+    """A numpy or JAX scalar as the Python number it holds (JSON and W&B take those)."""
+    return value.item() if hasattr(value, "item") and np.ndim(value) == 0 else value
+
+
+class Journal:
+    """The rows a run logged, one JSON line each, appended as they are logged: the scalars
+    and captions by the training loop, the pictures' digests by the worker once saved."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()  # The loop and the worker both append.
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def append(self, line: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._file.write(json.dumps(line) + "\n")
+            self._file.flush()  # In the OS's hands: a kill -9 of this process keeps it.
+
+    def rewrite(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Replaces the journal with `rows` (atomically: a kill leaves the old or the new)."""
+        with self._lock:
+            self._file.close()
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            tmp.replace(self.path)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """A journal's rows by step: {"step", "scalars", "images": {key: caption}, "media": {key:
+    sha256}}. A line cut short by a kill is skipped; a row logged again replaces the old."""
+    rows: dict[int, dict[str, Any]] = {}
+    if Path(path).exists():
+        for text in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            step = line["step"]
+            if "scalars" in line:
+                rows[step] = {"media": {}, **line}
+            elif step in rows:
+                rows[step]["media"].update(line.get("media", {}))
+    return [rows[s] for s in sorted(rows)]
+
+
+def find_run_dirs(directory: str | os.PathLike, run_id: str = "*") -> list[Path]:
+    """Offline and online run folders under a W&B `dir` (its wandb/ subfolder), oldest first;
+    those of one run when `run_id` is given (W&B ends each folder's name with it)."""
     root = Path(directory) / "wandb"
-    return sorted(p for p in root.glob("*run-*") if p.is_dir() and list(p.glob("run-*.wandb")))
+    found = [
+        p
+        for p in root.glob(f"*run-*-{run_id}")
+        if p.is_dir() and not p.is_symlink() and list(p.glob("run-*.wandb"))
+    ]
+    # By the start time in the name (offline-run-DATE_TIME-ID, run-DATE_TIME-ID).
+    return sorted(found, key=lambda p: p.name.removeprefix("offline-"))
+
+
+def _inspect(run_dir: str | os.PathLike, *flags: str) -> str:
+    """`wandb leet inspect --json`: wandb's own reader of a run's .wandb log, so it sees what
+    W&B would upload."""
+    exe = Path(sys.executable).with_name("wandb")
+    command = [str(exe) if exe.exists() else "wandb", "leet", "inspect", "--json", *flags]
+    return subprocess.run(
+        [*command, str(run_dir)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+
+
+def read_history(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """What one run folder's .wandb log holds: its run id, the steps of its history rows,
+    and its exit code (None when the process never finished the run)."""
+    run_dir = Path(run_dir)
+    # The id is also the folder name's end, for a log cut short before its run record.
+    out = {"dir": run_dir, "run_id": run_dir.name.rsplit("-", 1)[-1], "steps": set()}
+    out["exit_code"] = None
+    try:
+        records = _inspect(run_dir)
+    except subprocess.CalledProcessError:  # A log W&B never got to write (a failed start).
+        return out
+    for line in records.splitlines():
+        record = json.loads(line)
+        kind = record.get("type")
+        if kind == "run":
+            out["run_id"] = record["run"].get("run_id", out["run_id"])
+        elif kind == "history":
+            out["steps"].add(int(record["history"]["item"]["_step"]))
+        elif kind == "exit":
+            out["exit_code"] = int(record["exit"].get("exit_code", 0))
+    return out
 
 
 def read_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Reads a run's .wandb log back: config, history rows, summary, state and custom charts.
-
-    Uses wandb's own reader (`wandb leet inspect --json`), so it sees what W&B would upload.
-    """
-    exe = Path(sys.executable).with_name("wandb")
-    command = [str(exe) if exe.exists() else "wandb", "leet", "inspect", "--json"]
-    records = subprocess.run(
-        [*command, str(run_dir)], capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-    summary = subprocess.run(
-        [*command, "--summary", str(run_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    """Reads a run's .wandb log back: config, history rows, summary, state and custom charts."""
+    records = _inspect(run_dir)
+    summary = _inspect(run_dir, "--summary")
     history, charts, run_id, names = [], {}, "", {}
     for line in records.splitlines():
         record = json.loads(line)

@@ -141,3 +141,17 @@ def test_scale_maps_uint8_onto_the_pixel_range(pixel_range):
     x = data.scale(np.array([0, 128, 255], np.uint8), pixel_range)
     assert x.dtype == np.float32
     np.testing.assert_allclose(x[[0, 2]], pixel_range, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["auto", "idx"])
+def test_an_empty_data_dir_is_an_error_not_the_system_copy(tmp_path, monkeypatch, source):
+    # No network, even where CI could reach it: auto's last resort, a download, fails fast.
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(data.DataError) as excinfo:
+        data.load_dataset("fashion_mnist", data_dir=str(tmp_path), source=source)
+    message = str(excinfo.value)
+    assert "IDX files" in message and str(tmp_path) in message
+    assert f"in {data.DEBIAN_FASHION_MNIST}" not in message.split("To provide")[0]

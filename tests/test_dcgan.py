@@ -542,3 +542,35 @@ def test_sigterm_stops_within_an_image_interval_with_a_checkpoint(tmp_path):
     stopped_at = int(err.split("stopped at step ")[1].split()[0])
     assert 0 < stopped_at < 1000  # Not held until the first image point.
     assert Checkpoints(workdir, read_only=True).latest_step() == stopped_at
+
+
+def test_a_signal_ends_a_segment_within_about_one_iteration(real_fashion_mnist):
+    """Iterations dispatched one by one are queued faster than they run; the stop poll must
+    see them finish, or a SIGTERM would wait for the whole segment."""
+    import time
+
+    from genjax import data
+    from genjax.config import DCGANConfig
+
+    small = data.Split(real_fashion_mnist.train.images[:256], real_fashion_mnist.train.labels[:256])
+    dataset = data.Dataset(real_fashion_mnist.info, small, small, "256 real images")
+    config = DCGANConfig(batch_size=16, eval_samples=0, fuse="loop")
+    segment = dcgan_experiment.trainer(config, dataset).run_segment
+    state, _ = segment(_state(), 0, 1, lambda: False)  # Compiled.
+    start = time.perf_counter()
+    state, m = segment(state, 1, 3, lambda: False)
+    jax.block_until_ready((state, m))
+    per_iteration = (time.perf_counter() - start) / 3
+    flagged = []
+
+    def should_stop():
+        now = time.perf_counter()
+        if not flagged:
+            flagged.append(now + 4 * per_iteration)  # A signal arrives then.
+        return now >= flagged[0]
+
+    state, m = segment(state, 4, 50, should_stop)
+    jax.block_until_ready((state, m))
+    late = time.perf_counter() - flagged[0]
+    assert 2 <= len(m["generator_loss"]) < 12, len(m["generator_loss"])
+    assert late < 3 * per_iteration, (late, per_iteration)

@@ -15,7 +15,8 @@ import scipy.linalg
 from experiments import classifier as classifier_experiment
 from experiments import dcgan as dcgan_experiment
 from experiments import evaluate as evaluate_main
-from genjax import data, images, loop
+from genjax import data, images
+from genjax.checkpoint import tree_digest
 from genjax.config import ConfigError, DCGANConfig
 from genjax.evaluation import fid as fid_lib
 from genjax.evaluation import sample_quality
@@ -198,7 +199,7 @@ def test_the_feature_network_is_trained_once_when_missing_then_reused(tmp_path, 
     classifier_experiment._LOADED.clear()  # As a new process would find it.
     again = classifier_experiment.feature_net(config)
     assert "training it once" not in capsys.readouterr().err
-    assert loop.tree_digest(again.state) == loop.tree_digest(net.state)
+    assert tree_digest(again.state) == tree_digest(net.state)
     assert json.loads((net_dir / "summary.json").read_text()) == summary
 
     classifier_experiment._LOADED.clear()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import pty
+import re
+import resource
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +21,7 @@ import numpy as np
 import pytest
 
 from experiments import autoencoder
-from genjax import data, images, loop, wandb_logging
+from genjax import data, loop, wandb_logging
 from genjax.checkpoint import Checkpoints
 from genjax.config import AutoencoderConfig, parse_flags
 from genjax.steps import autoencoder as steps
@@ -77,16 +81,55 @@ def _finish(proc, timeout=300):
     return proc.returncode, out, err
 
 
-def _wait_for_checkpoint(proc, workdir: Path, timeout=240):
-    """Polls until the run has written a complete checkpoint; fails if the run ends first."""
+def _wait_for(proc, condition, timeout=240):
+    """Polls until condition() holds; fails if the run ends first."""
     deadline = time.monotonic() + timeout
-    folder = workdir / "checkpoints"
     while time.monotonic() < deadline:
-        if folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir()):
+        if condition():
             return
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
+        time.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def _steps(workdir: Path) -> list[int]:
+    folder = workdir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+
+
+def _wait_for_checkpoint(proc, workdir: Path, count=1, timeout=240):
+    """Polls until the run has written `count` complete checkpoints."""
+    _wait_for(proc, lambda: len(_steps(workdir)) >= count, timeout)
+
+
+def _kill_9(proc) -> None:
+    """SIGKILL: no handler runs, nothing is written on the way out."""
+    assert proc.poll() is None, "the run ended before the kill"
+    proc.kill()
+    proc.wait()
+
+
+def _wandb_history(workdir: Path) -> dict:
+    """Every W&B run folder of the workdir read back: their run ids, the steps each holds, in
+    the order the processes ran, and the last one's exit code."""
+    runs = [wandb_logging.read_history(d) for d in wandb_logging.find_run_dirs(workdir)]
+    return {
+        "ids": {r["run_id"] for r in runs},
+        "steps": [s for r in runs for s in sorted(r["steps"])],
+        "exit_code": runs[-1]["exit_code"],
+    }
+
+
+def _damage(step_dir: Path) -> None:
+    """Flips 64 bytes inside the checkpoint's largest array file."""
+    array_file = max(
+        (p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+    )
+    raw = bytearray(array_file.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(b ^ 0xFF for b in raw[len(raw) // 2 :][:64])
+    array_file.write_bytes(bytes(raw))
 
 
 def _summary(workdir: Path) -> dict:
@@ -103,27 +146,62 @@ def uninterrupted(small_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kill_9_then_the_same_command_ends_bitwise_identical(small_data, tmp_path, uninterrupted):
+def test_kill_9_at_any_moment_then_the_same_command_ends_bitwise_identical(
+    small_data, tmp_path, uninterrupted
+):
     workdir, home = tmp_path / "run", tmp_path / "home"
-    proc = _start(small_data, workdir, home)
-    _wait_for_checkpoint(proc, workdir)
-    proc.kill()  # SIGKILL: no handler runs, no checkpoint is written on the way out.
-    proc.wait()
-    assert not (workdir / "summary.json").exists(), "the run finished before the kill"
+    # Killed before its first checkpoint: the next start continues the same W&B run.
+    first = _start(small_data, workdir, home)
+    _wait_for(first, lambda: (workdir / "run.json").exists())
+    _kill_9(first)
+    assert _steps(workdir) == [], "the first checkpoint came before the kill"
+    second = _start(small_data, workdir, home)
+    _wait_for_checkpoint(second, workdir, count=2)
+    # A second command on the same workdir is refused at once, naming its owner (stopped,
+    # so that it cannot finish meanwhile; it still holds the workdir).
+    second.send_signal(signal.SIGSTOP)
+    code, out, err = _finish(_start(small_data, workdir, home), timeout=120)
+    assert code == 2, err
+    assert f"error: {workdir} is in use by process {second.pid}" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    _kill_9(second)
+    # The newest checkpoint damaged: the next start says so and resumes from the one before.
+    newest = _steps(workdir)[-1]
+    _damage(workdir / "checkpoints" / str(newest))
     code, out, err = _finish(_start(small_data, workdir, home))
     assert code == 0, err
-    assert "resuming" in err
+    assert f"checkpoint {newest} in {workdir / 'checkpoints'} is damaged" in err
+    assert list((workdir / "checkpoints_damaged").glob(f"{newest}-*"))
     resumed = _summary(workdir)
     assert resumed["state_sha256"] == uninterrupted["state_sha256"]
     for key in ("train/loss", "val/loss", "step", "epoch"):
         assert resumed[key] == uninterrupted[key], key
-    # The resumed process continued the same W&B run.
-    run_dirs = wandb_logging.find_run_dirs(workdir)
-    assert len(run_dirs) == 2
-    ids = {wandb_logging.read_run(d)["run_id"] for d in run_dirs}
-    assert ids == {resumed["wandb_run"]["id"]}
-    history = wandb_logging.read_run(run_dirs[1])["history"]
-    assert history[-1]["_step"] == 5 and history[-1]["val/loss"] == resumed["val/loss"]
+    # One W&B run across the three processes, holding every epoch's row exactly once.
+    history = _wandb_history(workdir)
+    assert history["ids"] == {resumed["wandb_run"]["id"]}
+    assert history["steps"] == [1, 2, 3, 4, 5] and history["exit_code"] == 0
+    last = wandb_logging.read_run(wandb_logging.find_run_dirs(workdir)[-1])
+    assert last["history"][-1]["val/loss"] == resumed["val/loss"]
+
+
+@pytest.mark.slow
+def test_kill_9_after_the_last_checkpoint_then_the_rerun_finishes_the_wandb_run(
+    small_data, tmp_path
+):
+    workdir, home = tmp_path / "run", tmp_path / "home"
+    proc = _start(small_data, workdir, home, epochs=2)
+    _wait_for(proc, lambda: 200 in _steps(workdir))
+    _kill_9(proc)  # Before W&B's run was finished.
+    assert _wandb_history(workdir)["exit_code"] is None
+    code, out, err = _finish(_start(small_data, workdir, home, epochs=2))
+    assert code == 0, err
+    assert "is already complete at step 200" in out
+    history = _wandb_history(workdir)
+    assert len(history["ids"]) == 1 and history["steps"] == [1, 2]
+    assert history["exit_code"] == 0
+    last = wandb_logging.read_run(wandb_logging.find_run_dirs(workdir)[-1])
+    assert last["state"] == "finished"
+    assert last["summary"]["val/loss"] == _summary(workdir)["val/loss"]
 
 
 @pytest.mark.slow
@@ -142,6 +220,101 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(small_data, tmp_path, uni
     code, out, err = _finish(_start(small_data, workdir, home))
     assert code == 0, err
     assert _summary(workdir)["state_sha256"] == uninterrupted["state_sha256"]
+    history = _wandb_history(workdir)
+    assert len(history["ids"]) == 1 and history["steps"] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_with_one_line(small_data, tmp_path):
+    """Saves dominate this run, so the second SIGINT mostly lands inside orbax's writers."""
+    workdir = tmp_path / "run"
+    flags = dict(epochs=1, steps_per_dispatch=1, checkpoint_interval=1, wandb_mode="disabled")
+    proc = _start(small_data, workdir, tmp_path / "home", **flags)
+    _wait_for_checkpoint(proc, workdir, count=2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    code, out, err = _finish(proc)
+    assert code == 130, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("stopped: "), err
+    assert "Traceback" not in err and "ERROR" not in err and len(lines) == 2, err
+    config = parse_flags(AutoencoderConfig, _flags(small_data, workdir, **flags))
+    dataset = data.load_dataset("fashion_mnist", str(small_data), "idx")
+    template = autoencoder.trial(config, dataset).init_state(jax.random.key(0))
+    checkpoints = Checkpoints(workdir, read_only=True)
+    state, _ = checkpoints.restore_latest(template)  # Intact: its digest matches.
+    checkpoints.close()
+    assert int(state.step) > 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(small_data, tmp_path):
+    """A file-size limit makes every checkpoint write fail as a full disk does (EFBIG for
+    ENOSPC), without root: the last good checkpoint stands and one line says what to do."""
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # A failing write, not a killed process.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    workdir = tmp_path / "run"
+    env = _env(tmp_path / "home")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # Cache entries over the limit would warn.
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.autoencoder"]
+        + _flags(small_data, workdir, wandb_mode="disabled", epochs=1),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: could not write the checkpoint of step 50"), lines
+    assert "the last complete checkpoint is step None" in lines[-1]
+    assert "Traceback" not in result.stderr and "ERROR" not in result.stderr, result.stderr
+    assert len(lines) == 2, result.stderr  # "training on ..." and the error.
+
+
+@pytest.mark.slow
+def test_online_without_a_key_at_a_terminal_never_prompts(small_data, tmp_path):
+    """W&B asks for a key at a terminal and waits for ever: under a pseudo-terminal whose
+    input stays open, the run must log offline and end."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.autoencoder"]
+        + _flags(small_data, tmp_path / "run", wandb_mode="online", epochs=1, steps_per_epoch=5),
+        cwd=ROOT,
+        env={**_env(tmp_path / "home"), "WANDB_BASE_URL": "http://127.0.0.1:9"},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 1.0)
+            if ready:
+                try:
+                    output += os.read(controller, 4096)
+                except OSError:  # The terminal closed: the process ended.
+                    break
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(controller)
+    text = output.decode(errors="replace")
+    assert code == 0, text
+    assert "Enter your choice" not in text
+    assert "--wandb_mode=online but no W&B API key is configured: logging offline" in text
+    assert _summary(tmp_path / "run")["wandb_run"]["mode"] == "offline"
 
 
 @pytest.mark.slow
@@ -157,7 +330,15 @@ def test_a_finished_run_is_not_trained_again(small_data, tmp_path, wandb_home, c
     assert _summary(workdir) == before and Checkpoints(workdir).all_steps() == steps_before
     # Asking for more epochs continues from the checkpoint.
     assert autoencoder.main(_flags(small_data, workdir, epochs=2, wandb_mode="disabled")) == 0
-    assert _summary(workdir)["step"] == 2 * before["step"]
+    after = _summary(workdir)
+    assert after["step"] == 2 * before["step"]
+    # Its checkpoints gone, it is refused rather than trained afresh over its summary.
+    shutil.rmtree(workdir / "checkpoints")
+    capsys.readouterr()
+    assert autoencoder.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{workdir} holds a finished run's summary.json but no checkpoint" in err
+    assert _summary(workdir) == after
 
 
 def _poisoned_family(bad_step: int) -> loop.Family:
@@ -179,7 +360,16 @@ def _poisoned_family(bad_step: int) -> loop.Family:
 
 
 @pytest.mark.slow
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_path, wandb_home):
+@pytest.mark.parametrize(
+    "bad_step, kept, note",
+    [
+        (47, 40, "its last good checkpoint, step 40, is kept"),
+        (7, None, "no checkpoint was written yet, so the same command starts afresh"),
+    ],
+)
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(
+    small_data, tmp_path, wandb_home, bad_step, kept, note
+):
     workdir = tmp_path / "run"
     config = parse_flags(
         AutoencoderConfig, _flags(small_data, workdir, epochs=2, checkpoint_interval=20)
@@ -190,63 +380,53 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(small_data, tmp_p
     def init_state(key):
         return steps.create_state(Autoencoder(), config.learning_rate, key)
 
-    # Dispatches of 10 steps, checkpoints every 20: steps 20 and 40 are saved, 47 is bad.
-    with pytest.raises(loop.NonFiniteError, match=r"train/loss is nan at step 47"):
+    # Dispatches of 10 steps, checkpoints every 20: steps 20 and 40 are saved before 47.
+    failure = rf"train/loss is nan at step {bad_step}; training stopped .*; {note}"
+    with pytest.raises(loop.NonFiniteError, match=failure):
         trial = loop.Trial(config, init_state, lambda state, step, outputs: {})
-        loop.run(trial, _poisoned_family(47), dataset, EpochTrainer(config, dataset))
+        loop.run(trial, _poisoned_family(bad_step), dataset, EpochTrainer(config, dataset))
     checkpoints = Checkpoints(workdir)
-    assert checkpoints.latest_step() == 40  # The last good one; nothing saved after it.
-    state, record = checkpoints.restore(init_state(jax.random.key(0)))
-    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
-    assert record["step"] == 40
+    assert checkpoints.latest_step() == kept  # The last good one; nothing saved after it.
+    if kept is not None:
+        state, record = checkpoints.restore(init_state(jax.random.key(0)))
+        assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
+        assert record["step"] == kept
     run = wandb_logging.read_run(wandb_logging.find_run_dirs(workdir)[0])
     assert run["state"] == "failed"
-    assert "train/loss is nan at step 47" in run["summary"]["failure"]
+    assert re.search(failure, run["summary"]["failure"])
     assert not (workdir / "summary.json").exists()
 
 
-def test_an_epochs_row_waits_for_its_checkpoint_and_starts_with_the_next_dispatch(
+def test_each_row_is_journaled_before_the_checkpoint_that_records_it(
     small_data, tmp_path, wandb_home, monkeypatch
 ):
-    """The epoch trainer holds the epoch's row while it checkpoints (the W&B worker slowed
-    the save, unmeasured); the next dispatch's start releases it; the last epoch's row is
-    flushed with the summary, before the final checkpoint."""
+    """A checkpoint names the last W&B step logged before it (what a resume must find in
+    W&B), and that row is already in the journal, whatever W&B has written by then."""
+    workdir = tmp_path / "run"
     config = parse_flags(
-        AutoencoderConfig,
-        _flags(
-            small_data, tmp_path / "run", epochs=3, checkpoint_interval=0, wandb_mode="disabled"
-        ),
+        AutoencoderConfig, _flags(small_data, workdir, epochs=3, checkpoint_interval=50)
     )
-    dataset = data.load_dataset("fashion_mnist", str(small_data), "idx")
-    events = []
-    save, start = loop.RunContext.save, loop.DispatchClock.start
+    saves = []
+    save = Checkpoints.save
 
-    def saving(self, step, state, **extra):
-        events.append(("saved", step))
-        return save(self, step, state, **extra)
+    def saving(self, step, state, record):
+        journal = wandb_logging.read_journal(workdir / loop.JOURNAL)
+        saves.append((step, record["logged_step"], [r["step"] for r in journal]))
+        return save(self, step, state, record)
 
-    def starting(self, runs, ready=None):
-        events.append(("dispatch", None))
-        return start(self, runs, ready)
-
-    monkeypatch.setattr(loop.RunContext, "save", saving)
-    monkeypatch.setattr(loop.DispatchClock, "start", starting)
-
-    def render(epoch):
-        events.append(("row", epoch))
-        return np.zeros((8, 8, 1), np.uint8)
-
-    def media(state, epoch, outputs):
-        return {"images": {"p": images.Deferred(functools.partial(render, epoch))}}
-
-    family = autoencoder.EXPERIMENT.family(config)
-    trial = loop.Trial(config, autoencoder.trial(config, dataset).init_state, media)
-    loop.run(trial, family, dataset, EpochTrainer(config, dataset))
-    for epoch in (1, 2):  # 100 steps an epoch.
-        saved = events.index(("saved", 100 * epoch))
-        released = events.index(("dispatch", None), saved)  # The next dispatch's start.
-        assert released < events.index(("row", epoch)), events
-    assert events.index(("row", 3)) < events.index(("saved", 300)), events
+    monkeypatch.setattr(Checkpoints, "save", saving)
+    autoencoder.EXPERIMENT.run(config)
+    # 100 steps an epoch: mid-epoch checkpoints at 50, 150, 250 and one at each epoch's end.
+    assert [(step, logged) for step, logged, _ in saves] == [
+        (50, 0),
+        (100, 1),
+        (150, 1),
+        (200, 2),
+        (250, 2),
+        (300, 3),
+    ]
+    for _, logged, journaled in saves:
+        assert journaled == list(range(1, logged + 1))
 
 
 def _cli(args, tmp_path, **env):
@@ -256,7 +436,11 @@ def _cli(args, tmp_path, **env):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**_env(tmp_path / "home"), "WANDB_MODE": "disabled", **env},
+        env={
+            k: v
+            for k, v in {**_env(tmp_path / "home"), "WANDB_MODE": "disabled", **env}.items()
+            if v is not None  # None: not set at all.
+        },
     )
 
 
@@ -336,7 +520,7 @@ def test_training_completes_with_wandb_unreachable(small_data, tmp_path):
     result = _cli(
         _flags(small_data, tmp_path / "run", epochs=1, wandb_mode="online", wandb_init_timeout=3),
         tmp_path,
-        WANDB_MODE="",
+        WANDB_MODE=None,
         WANDB_BASE_URL="http://127.0.0.1:9",
         WANDB_API_KEY="k" * 40,
     )

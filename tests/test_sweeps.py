@@ -17,6 +17,7 @@ from scipy import stats
 
 from experiments import sweep as sweep_main
 from genjax import data, loop, sweeps, wandb_logging
+from genjax import workdir as workdirs
 from genjax.config import AutoencoderConfig, ConfigError, parse_flags
 from genjax.steps import vae as vae_steps
 from tests.conftest import write_idx_dataset
@@ -204,6 +205,11 @@ BAD_FILES = [
         "need a `metric:`",
     ),
     ("method: grid\nparameters: [unclosed\n", "not valid YAML"),
+    (
+        "program: experiments/autoencoder.py\nmethod: grid\nparameters:\n"
+        "  latent_dim:\n    values: [2]\n  latent_dim:\n    values: [10]\n",
+        "sweep.yaml:6:3: not valid YAML: key 'latent_dim' is given twice",
+    ),
 ]
 
 
@@ -274,10 +280,10 @@ def test_random_search_without_an_end_is_refused(tmp_path, capsys):
 
 def test_a_wandb_agent_trial_gets_its_own_workdir(monkeypatch):
     config = AutoencoderConfig()
-    assert loop.workdir_for(config, "autoencoder") == Path("runs/autoencoder").resolve()
+    assert workdirs.workdir_for(config, "autoencoder") == Path("runs/autoencoder").resolve()
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
     monkeypatch.setenv("WANDB_RUN_ID", "run9")
-    assert loop.workdir_for(config, "autoencoder") == Path("runs/sweeps/abc123/run9").resolve()
+    assert workdirs.workdir_for(config, "autoencoder") == Path("runs/sweeps/abc123/run9").resolve()
 
 
 @pytest.mark.slow
@@ -435,3 +441,26 @@ def test_hyperband_ends_a_trailing_trial_early(tmp_path, small_data, wandb_home)
     # It ended at a checkpoint: the state of step 2 * 5 is saved.
     _, state, _ = sweep_main.EXPERIMENTS["autoencoder"].restore(stopped)
     assert int(state.step) == 10
+
+
+@pytest.mark.slow
+def test_a_failed_trial_still_gets_the_comparison_logged(tmp_path, small_data, wandb_home):
+    """A trial that ends on a NaN has no metric: its row's numeric cells stay empty, which
+    W&B's table takes (text there made W&B drop the table and the picture)."""
+    spec = _spec(
+        method="grid",
+        metric={"name": "val/loss", "goal": "minimize"},
+        parameters={"learning_rate": {"values": [0.001, 1e30]}},
+    )
+    workdir = tmp_path / "sweep"
+    argv = [str(_write(tmp_path, spec)), f"--workdir={workdir}"]
+    assert sweep_main.main([*argv, *_trial_flags(small_data, epochs=1)]) == 1
+    (summary_dir,) = wandb_logging.find_run_dirs(workdir / "summary")
+    logged = wandb_logging.read_run(summary_dir)["history"][-1]
+    assert logged["sweep/comparison_images._type"] == "image-file"
+    table = json.loads((summary_dir / "files" / logged["sweep/trials.path"]).read_text())
+    columns, rows = table["columns"], table["data"]
+    state, metric = columns.index("state"), columns.index("val/loss")
+    assert [row[state] for row in rows] == ["finished", "failed"]
+    assert math.isfinite(rows[0][metric]) and rows[1][metric] is None
+    assert rows[1][columns.index("eval/recon_mse")] is None

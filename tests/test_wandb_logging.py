@@ -33,9 +33,17 @@ def test_a_netrc_entry_counts_as_a_key(wandb_home):
     assert wandb_logging.api_key_configured()
 
 
-def test_explicit_modes_are_kept(wandb_home):
-    for mode in ("online", "offline", "disabled"):
+def test_explicit_modes_are_kept(wandb_home, monkeypatch):
+    for mode in ("offline", "disabled"):
         assert wandb_logging.choose_mode(mode) == mode
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert wandb_logging.choose_mode("online") == "online"
+
+
+def test_online_without_a_key_is_offline_before_wandb_starts(wandb_home, capsys):
+    """W&B itself would ask for a key at a terminal and wait for ever."""
+    assert wandb_logging.choose_mode("online") == "offline"
+    assert "--wandb_mode=online but no W&B API key is configured" in capsys.readouterr().err
 
 
 def test_unreachable_server_falls_back_to_offline(wandb_home, monkeypatch, tmp_path, capsys):
@@ -172,28 +180,98 @@ def test_dispatches_beside_the_worker_are_told_from_those_alone(wandb_home, tmp_
     assert clock.timings()["time/dispatches_beside_logging"] == 2
 
 
-def test_held_rows_wait_for_the_next_dispatch_and_every_end_releases_them(wandb_home, tmp_path):
-    """The epoch trainer holds its end-of-epoch rows while it checkpoints: the worker starts
-    them when the clock starts the next dispatch, and a flush (summary, preemption, finish)
-    never waits on a row that nothing would release."""
-    run = wandb_logging.Run(directory=tmp_path, config={}, mode="offline")
-    run.flush()
-    rendered = threading.Event()
-    picture = images.Deferred(lambda: (rendered.set(), np.zeros((8, 8, 1), np.uint8))[1])
-    run.hold()
-    run.log(1, {"x": 1.0}, images={"p": picture}, save_dir=tmp_path)
-    assert not rendered.wait(0.5) and run.busy()  # Queued, not started.
-    clock = loop.DispatchClock()
-    _, beside = clock.start([run])
-    assert beside and rendered.wait(30)  # Released by the dispatch's start: beside it.
-    run.flush()
-    rendered.clear()
-    run.hold()
-    run.log(2, {"x": 2.0}, images={"p": picture}, save_dir=tmp_path)
-    run.summary({"done": 1.0})  # A flush releases: no dispatch follows the last epoch.
-    assert rendered.is_set() and not run.busy()
-    run.finish()
-    assert [h["x"] for h in wandb_logging.read_run(run.dir)["history"]] == [1.0, 2.0]
+def test_the_journal_keeps_rows_in_order_and_survives_a_torn_line(tmp_path):
+    journal = wandb_logging.Journal(tmp_path / "rows.jsonl")
+    journal.append({"step": 1, "scalars": {"x": 1.0}, "images": {"p": "caption"}})
+    journal.append({"step": 1, "media": {"p": "ab" * 32}})  # The worker's, once saved.
+    journal.append({"step": 2, "scalars": {"x": 2.0}, "images": {}})
+    journal.append({"step": 2, "scalars": {"x": 2.5}, "images": {}})  # Logged again.
+    journal.close()
+    with open(tmp_path / "rows.jsonl", "a") as f:
+        f.write('{"step": 3, "scal')  # A kill in the middle of a write.
+    rows = wandb_logging.read_journal(tmp_path / "rows.jsonl")
+    assert rows == [
+        {"step": 1, "scalars": {"x": 1.0}, "images": {"p": "caption"}, "media": {"p": "ab" * 32}},
+        {"step": 2, "scalars": {"x": 2.5}, "images": {}, "media": {}},
+    ]
+
+
+def test_a_resumed_run_never_logs_again_a_step_wandb_holds(wandb_home, tmp_path):
+    """An earlier process logged steps 1 and 2 (its checkpoint was made after step 1): the
+    resumed process redoes step 2, which W&B already holds, then logs 3."""
+    first = wandb_logging.Run(
+        directory=tmp_path, config={}, mode="offline", journal=tmp_path / "rows.jsonl"
+    )
+    for step in (1, 2):
+        first.log(step, {"x": float(step)})
+    first.finish()
+    again = wandb_logging.Run(
+        directory=tmp_path,
+        config={},
+        mode="offline",
+        run_id=first.id,
+        journal=tmp_path / "rows.jsonl",
+    )
+    assert again.restore_history(logged_through=1) == 0
+    assert [r["step"] for r in wandb_logging.read_journal(tmp_path / "rows.jsonl")] == [1]
+    again.log(2, {"x": 2.0})
+    again.log(3, {"x": 3.0})
+    again.finish()
+    histories = [
+        wandb_logging.read_run(d)["history"] for d in wandb_logging.find_run_dirs(tmp_path)
+    ]
+    assert [[h["_step"] for h in history] for history in histories] == [[1, 2], [3]]
+    assert [r["step"] for r in wandb_logging.read_journal(tmp_path / "rows.jsonl")] == [1, 2, 3]
+
+
+KILLED_AFTER_LOGGING = """
+import os, signal, sys
+import numpy as np
+from genjax import wandb_logging
+run = wandb_logging.Run(directory=sys.argv[1], config={}, mode="offline",
+                        journal=os.path.join(sys.argv[1], "rows.jsonl"))
+print(run.id, flush=True)
+picture = np.full((8, 8, 1), 200, np.uint8)
+for step in (1, 2):
+    run.log(step, {"x": float(step)}, images={"p": (picture, "a caption")}, save_dir=sys.argv[1])
+run.flush()  # Handed to W&B, which writes its log about once a second.
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_rows_wandb_lost_to_a_kill_are_logged_again_with_their_pictures(wandb_home, tmp_path):
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_LOGGING, str(tmp_path)],
+        cwd=ROOT,
+        # Its own W&B service, as a training process has (not this test process's).
+        env={k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    run_id = killed.stdout.split()[0]
+    (earlier,) = wandb_logging.find_run_dirs(tmp_path)
+    lost = {1, 2} - wandb_logging.read_history(earlier)["steps"]
+    resumed = wandb_logging.Run(
+        directory=tmp_path,
+        config={},
+        mode="offline",
+        run_id=run_id,
+        journal=tmp_path / "rows.jsonl",
+    )
+    assert resumed.restore_history(logged_through=2) == len(lost)
+    resumed.finish()
+    rows = {}
+    for d in wandb_logging.find_run_dirs(tmp_path):
+        for h in wandb_logging.read_run(d)["history"]:
+            assert h["_step"] not in rows, "a step logged twice"
+            rows[h["_step"]] = (d, h)
+    assert sorted(rows) == [1, 2]
+    for step, (d, h) in rows.items():
+        assert h["x"] == float(step) and h["p.caption"] == "a caption"
+        logged = np.asarray(Image.open(d / "files" / h["p.path"]))
+        assert logged.shape[:2] == (8, 8) and int(logged.max()) == 200
 
 
 def test_the_clock_times_a_dispatch_without_the_work_its_inputs_still_wait_for():
