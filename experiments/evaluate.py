@@ -18,23 +18,19 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import autoencoder, classifier, dcgan, vae
+from experiments import registry
 from genjax import cli, sharding
-from genjax.checkpoint import Checkpoints
-from genjax.config import ConfigError, parse_flags
-
-EXPERIMENTS = {
-    e.name: e
-    for e in (autoencoder.EXPERIMENT, vae.EXPERIMENT, dcgan.EXPERIMENT, classifier.EXPERIMENT)
-}
+from genjax.config import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
+    """Figures of a finished (or interrupted) run's latest checkpoint, without retraining."""
+
     workdir: str = ""  # The run's folder (its checkpoints/ and summary.json).
     eval_samples: int = -1  # Generated and test images for FID/precision/recall; -1 = the run's.
-    feature_net: str = ""  # The feature network's workdir; "" = the run's.
-    out: str = ""  # "" = WORKDIR/evaluation.json
+    feature_net: str = ""  # The feature network's folder; "" = the run's.
+    out: str = ""  # Where the figures are written; "" = WORKDIR/evaluation.json.
     progress: bool = True  # A progress bar if the feature network must be trained first.
 
     def validate(self) -> None:
@@ -44,57 +40,35 @@ class EvaluateConfig:
             raise ConfigError(f"--out={self.out}: must name a .json file")
 
 
-def _experiment_of(workdir: Path):
-    if not (workdir / "checkpoints").is_dir():
-        raise ConfigError(f"--workdir={workdir} holds no checkpoints/: not a genjax run folder")
-    checkpoints = Checkpoints(workdir, read_only=True)  # A trainer may still be writing.
-    try:
-        record = checkpoints.newest_record()
-    finally:
-        checkpoints.close()
-    if record is None:
-        raise ConfigError(f"--workdir={workdir} holds no complete checkpoint yet")
-    name = record.get("experiment")
-    if name not in EXPERIMENTS:
-        raise ConfigError(
-            f"--workdir={workdir} holds a {name!r} run; experiments.evaluate evaluates "
-            f"{', '.join(sorted(EXPERIMENTS))} runs"
-        )
-    return EXPERIMENTS[name]
-
-
 def evaluate(config: EvaluateConfig) -> dict:
     workdir = Path(config.workdir).resolve()
-    experiment = _experiment_of(workdir)
     out = Path(config.out) if config.out else workdir / "evaluation.json"
     # Checked on every process before anything is computed (only the first one writes).
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise ConfigError(f"--out={out}: cannot write there ({out.parent} is no writable folder)")
-    run_config, state, dataset = experiment.restore(workdir)
+    experiment, run_config, state = registry.restore(workdir)
     overrides = {"progress": config.progress}
     for name, unset in (("eval_samples", -1), ("feature_net", "")):
         value = getattr(config, name)
         if value == unset:
             continue
         if not hasattr(run_config, name):
-            raise ConfigError(f"--{name}: {experiment.name} runs have no samples to evaluate")
+            raise ConfigError(f"--{name}: {experiment.NAME} runs have no samples to evaluate")
         overrides[name] = value
     run_config = dataclasses.replace(run_config, **overrides)
     run_config.validate()
-    trial = experiment.trial(run_config, dataset, None)
-    if trial.evaluate is None:
+    dataset = experiment.load_data(run_config)
+    figures = {k: float(v) for k, v in experiment.evaluate(run_config, state, dataset).items()}
+    if not figures:
         raise ConfigError(
-            f"this {experiment.name} run's settings report no evaluation figures "
+            f"this {experiment.NAME} run's settings report no evaluation figures "
             "(for a VAE or DCGAN: --eval_samples=10000)"
         )
-    if trial.prepare is not None:
-        trial.prepare()
-    figures = {k: float(v) for k, v in trial.evaluate(state).items()}
     result = {
         **figures,
         "step": int(state.step),
         "workdir": str(workdir),
-        "experiment": experiment.name,
+        "experiment": experiment.NAME,
         "config": run_config.to_dict(),
     }
     if not sharding.is_main_process():  # Every host computed the same figures.
@@ -103,7 +77,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         out.write_text(json.dumps(result, indent=2) + "\n")
     except OSError as e:
         raise ConfigError(f"--out={out}: cannot write there ({e.strerror or e})") from None
-    print(f"{experiment.name} run {workdir} at step {result['step']}:")
+    print(f"{experiment.NAME} run {workdir} at step {result['step']}:")
     for key, value in figures.items():
         print(f"  {key:28s} {value:.6g}")
     print(f"written to {out}")
@@ -112,7 +86,8 @@ def evaluate(config: EvaluateConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return cli.main(lambda: evaluate(parse_flags(EvaluateConfig, argv)))
+    prog = "python -m experiments.evaluate"
+    return cli.main(lambda: evaluate(cli.parse(EvaluateConfig, argv, prog=prog)))
 
 
 if __name__ == "__main__":

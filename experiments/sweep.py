@@ -28,14 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments import autoencoder, dcgan, vae
-from genjax import cli, images, loop, sharding, sweeps
+from experiments import registry
+from genjax import cli, images, run, sharding, sweeps, wandb_logging
 from genjax import workdir as workdirs
-from genjax.config import ConfigError, parse_flags
-from genjax.wandb_logging import Run
+from genjax.config import ConfigError
 
-EXPERIMENTS = {e.name: e for e in (autoencoder.EXPERIMENT, vae.EXPERIMENT, dcgan.EXPERIMENT)}
+# The experiments a sweep can run: those with a picture to compare their trials by.
+EXPERIMENTS = {n: m for n, m in registry.EXPERIMENTS.items() if m.comparison is not None}
 SHOWN = 10  # Test images per row of the comparison picture.
+PROG = "python -m experiments.sweep FILE.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,20 +71,20 @@ def split_args(argv: list[str]) -> tuple[str, RunnerConfig, list[str]]:
         takes_next = not sep and name and name != "vectorize"
         if takes_next and args and not args[0].startswith("--"):
             target.append(args.pop(0))
-    return argv[0], parse_flags(RunnerConfig, mine), theirs
+    return argv[0], cli.parse(RunnerConfig, mine, prog=PROG), theirs
 
 
 class SweepRunner:
     """One sweep in its workdir: plan, run and compare trials; sweep.json is its memory."""
 
     def __init__(self, path: str, runner: RunnerConfig, trial_args: list[str]):
-        configs = {name: e.config_cls for name, e in EXPERIMENTS.items()}
+        configs = {name: e.Config for name, e in EXPERIMENTS.items()}
         self.sweep = sweeps.load(path, configs)
         self.experiment = EXPERIMENTS[self.sweep.experiment]
         self.runner = runner
         self.trial_args = list(trial_args)
         # The trials' shared flags must make a valid config on their own, before anything runs.
-        self.base = parse_flags(self.experiment.config_cls, self.trial_args)
+        self.base = self._parse(self.trial_args)
         given = {a[2:].partition("=")[0].replace("-", "_") for a in trial_args if a[:2] == "--"}
         for name in sorted(given & set(self.sweep.parameters)):
             raise ConfigError(f"--{name} is swept by {path}; remove it from the command line")
@@ -124,7 +125,7 @@ class SweepRunner:
         }
         self.records: list[sweeps.TrialRecord] = []
         self.summary_run_id = ""
-        self.summary_step = 0  # W&B steps only grow: each comparison logs at the next one.
+        self.summary_step = 0  # The summary run's last step: each comparison logs the next.
         # On several hosts the first process reads sweep.json (and draws a new sweep's id)
         # and the others follow it, so all plan the same trials; it alone writes the files.
         main = sharding.is_main_process()
@@ -141,7 +142,7 @@ class SweepRunner:
             for end in ("min", "max"):
                 flag = f"--{name}={sweeps.format_value(p[end])}"
                 try:
-                    parse_flags(self.experiment.config_cls, [*self.trial_args, flag])
+                    self._parse([*self.trial_args, flag])
                 except ConfigError as e:
                     raise ConfigError(f"{path}: parameter {name}: {end}: {e}") from None
 
@@ -172,6 +173,12 @@ class SweepRunner:
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.state_path)  # Atomic: a kill never leaves half a sweep.json.
 
+    def _parse(self, flags: list[str]):
+        """A trial's config from its flags (the shared ones, its parameters, its folder)."""
+        return cli.parse(
+            self.experiment.Config, flags, prog=f"python -m experiments.{self.sweep.experiment}"
+        )
+
     # trials ----------------------------------------------------------------------------
     @property
     def group(self) -> str:
@@ -186,7 +193,7 @@ class SweepRunner:
             f"--wandb_name={self.group}-{record.index}",
         ]
         try:
-            return parse_flags(self.experiment.config_cls, flags)
+            return self._parse(flags)
         except ConfigError as e:
             raise ConfigError(f"trial {record.index} ({_describe(record.params)}): {e}") from None
 
@@ -259,11 +266,11 @@ class SweepRunner:
         record.state = "running"
         self._write_state()
         try:
-            summary = self.experiment.run(config, early_stop=self._early_stop(record))
-        except loop.Interrupted:
+            (summary,) = self.experiment.train([config], [self._early_stop(record)])
+        except run.Interrupted:
             self._write_state()  # Still "running": the same command resumes it.
             raise
-        except loop.TrainingStopped as e:  # A NaN: W&B's agent, too, goes on to the next.
+        except run.TrainingStopped as e:  # A NaN: W&B's agent, too, goes on to the next.
             summary = {"failure": str(e)}
         self._finish(record, summary)
 
@@ -271,12 +278,12 @@ class SweepRunner:
         if not todo:
             return
         configs = [self.trial_config(r) for r in todo]
-        loop.check_vectorizable(configs, self.experiment.family(configs[0]))
+        run.check_vectorizable(configs, self.experiment.NAME, self.experiment.VECTOR_FIELDS)
         print(f"sweep {self.group}: {len(todo)} trials vectorized", flush=True)
         for record in todo:
             record.state = "running"
         self._write_state()
-        summaries = self.experiment.run_vectorized(configs)
+        summaries = self.experiment.train(configs)
         for record, summary in zip(todo, summaries, strict=True):
             self._finish(record, summary)
 
@@ -340,7 +347,8 @@ class SweepRunner:
     def _picture(self, done: list[sweeps.TrialRecord], metric: str | None) -> np.ndarray:
         rows, labels, originals = [], [], None
         for r in done:
-            config, state, dataset = self.experiment.restore(r.workdir)
+            experiment, config, state = registry.restore(r.workdir)
+            dataset = experiment.load_data(config)
             shown, outputs = self.experiment.comparison(config, state, dataset)
             if originals is None and shown is not None:
                 originals = shown[:SHOWN]
@@ -354,8 +362,13 @@ class SweepRunner:
         return images.labelled_rows(rows, labels, title)
 
     def _log_summary(self, columns, rows, picture, best) -> None:
-        """One W&B run of job_type "sweep" in the sweep's group holds the comparison."""
-        run = Run(
+        """One W&B run of job_type "sweep" in the sweep's group holds the comparison, one step
+        per comparison: its id and step are in sweep.json before it starts, so a rerun (or
+        a kill) never logs a step twice or leaves a run whose id is lost."""
+        self.summary_run_id = self.summary_run_id or wandb_logging.new_run_id()
+        self.summary_step += 1
+        self._write_state()
+        wandb_run = wandb_logging.Run(
             directory=self.workdir / "summary",
             config={**self.identity, "sweep_id": self.sweep_id},
             mode=self.base.wandb_mode,
@@ -367,17 +380,15 @@ class SweepRunner:
             init_timeout=self.base.wandb_init_timeout,
             run_id=self.summary_run_id,
         )
-        self.summary_run_id = run.id
         table_rows = [[_cell(v) for v in row] for row in rows]
         pictures = {}
         if picture is not None:
             pictures["sweep/comparison_images"] = (picture, "one row per trial")
-        run.log(
-            len(self.records), {}, images=pictures, tables={"sweep/trials": (columns, table_rows)}
-        )
+        tables = {"sweep/trials": (columns, table_rows)}
+        wandb_run.log(self.summary_step, {}, images=pictures, tables=tables)
         if best is not None:
-            run.summary({"best_trial": best.index, "best_metric": best.metric, **best.params})
-        run.finish()
+            wandb_run.summary({"best_trial": best.index, "best_metric": best.metric, **best.params})
+        wandb_run.finish()
 
 
 def _describe(params: dict[str, Any]) -> str:
@@ -441,7 +452,7 @@ def run_sweep(argv: list[str]) -> dict[str, Any]:
         sweep.run()
         outcome = sweep.compare()
     if outcome["failed"]:
-        raise loop.TrainingStopped(
+        raise run.TrainingStopped(
             f"{outcome['failed']} trial(s) failed (see above and {sweep.state_path})"
         )
     return outcome

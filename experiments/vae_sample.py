@@ -9,27 +9,26 @@ Loads the run's latest checkpoint, rebuilds the model from the config stored wit
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 from pathlib import Path
 
 import jax
 
-from experiments.vae import build_model
+from experiments import registry, vae
 from genjax import cli, images
-from genjax.checkpoint import Checkpoints
-from genjax.config import ConfigError, VAEConfig, parse_flags
-from genjax.data import dataset_info
+from genjax.config import ConfigError
 from genjax.steps import vae as steps
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
+    """Images decoded from z ~ N(0, I) by a finished (or interrupted) VAE run."""
+
     workdir: str = ""  # The VAE run's folder.
-    num: int = 64
+    num: int = 64  # Images to generate.
     seed: int = 0  # Of the z ~ N(0, I) draws: the same seed gives the same images.
-    out: str = ""  # "" = WORKDIR/samples.png
+    out: str = ""  # The PNG written; "" = WORKDIR/samples.png.
 
     def validate(self) -> None:
         if not self.workdir:
@@ -44,29 +43,9 @@ class SampleConfig:
 
 def sample(config: SampleConfig) -> Path:
     workdir = Path(config.workdir)
-    if not (workdir / "checkpoints").is_dir():
-        raise ConfigError(
-            f"--workdir={workdir} holds no checkpoints/; train it with experiments.vae"
-        )
-    checkpoints = Checkpoints(workdir, read_only=True)  # A trainer may still be writing.
-    try:
-        record = checkpoints.newest_record()
-        if record is None:
-            raise ConfigError(f"--workdir={workdir} holds no complete checkpoint yet")
-        if record.get("experiment") != "vae":
-            raise ConfigError(f"--workdir={workdir} is not a VAE run")
-        known = {f.name for f in dataclasses.fields(VAEConfig)}
-        vae_config = VAEConfig(**{k: v for k, v in record["config"].items() if k in known})
-        model = build_model(vae_config, dataset_info(vae_config.dataset).image_shape)
-        init = functools.partial(
-            steps.create_state, model, vae_config.learning_rate, vae_config.beta
-        )
-        restored = checkpoints.restore_latest(init(jax.random.key(0)))
-        if restored is None:
-            raise ConfigError(f"--workdir={workdir} holds no complete checkpoint yet")
-        state = restored[0]
-    finally:
-        checkpoints.close()
+    experiment, _, state = registry.restore(workdir)
+    if experiment is not vae:
+        raise ConfigError(f"--workdir={workdir} is not a VAE run")
     generated = jax.device_get(steps.generate(state, jax.random.key(config.seed), config.num))
     cols = math.ceil(math.sqrt(config.num))
     grid = images.grid(images.to_uint8(generated), math.ceil(config.num / cols), cols)
@@ -81,7 +60,8 @@ def sample(config: SampleConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    return cli.main(lambda: sample(parse_flags(SampleConfig, argv)))
+    prog = "python -m experiments.vae_sample"
+    return cli.main(lambda: sample(cli.parse(SampleConfig, argv, prog=prog)))
 
 
 if __name__ == "__main__":

@@ -185,10 +185,12 @@ class Checkpoints:
         """The newest checkpoint that reads back intact, or None when there is none.
 
         `check` sees the newest readable record first and may refuse the workdir (a run of
-        other settings): nothing is restored or moved then. A checkpoint that fails to read
-        or to match its digest is moved to WORKDIR/checkpoints_damaged (left in place when
-        read-only) and the one before it is tried, saying which and why.
+        other settings). A checkpoint that fails to read or to match its digest is moved to
+        WORKDIR/checkpoints_damaged (left in place when read-only), saying which and why, but
+        only once an older one has restored intact: an error that every checkpoint meets
+        (a state of another shape, a failing disk) moves nothing and is raised.
         """
+        failed: list[tuple[int, CheckpointError]] = []
         checked = False
         for step in reversed(self.all_steps()):
             try:
@@ -196,20 +198,25 @@ class Checkpoints:
                 if not checked:
                     check(record)
                     checked = True
-                return self.restore(target, step)
+                restored = self.restore(target, step)
             except CheckpointError as e:
-                self._set_aside(step, e)
-        if checked:  # Every checkpoint was damaged.
+                failed.append((step, e))
+                continue
+            for bad, error in failed:
+                self._set_aside(bad, error)
+            return restored
+        if failed:
+            newest, error = failed[0]
             raise CheckpointError(
-                f"no checkpoint in {self.directory} reads back intact (see above; they are in "
-                f"{self.directory.parent / DAMAGED}); delete {self.directory.parent} or choose "
-                "another --workdir to start afresh"
+                f"no checkpoint in {self.directory} reads back intact (newest: {error}); "
+                "nothing was moved. If they are damaged, delete "
+                f"{self.directory.parent} or choose another --workdir to start afresh"
             )
         return None
 
     def _set_aside(self, step: int, error: CheckpointError) -> None:
         if self.read_only:  # Readers leave a live trainer's folder alone.
-            print(f"{error}; using the checkpoint before it", file=sys.stderr)
+            print(f"{error}; using an earlier checkpoint", file=sys.stderr)
             return
         if jax.process_count() > 1:  # Several hosts would race to move it.
             raise CheckpointError(
@@ -222,7 +229,7 @@ class Checkpoints:
         (self.directory / str(step)).rename(target)
         self._manager.close()
         self._open()  # orbax caches the step list.
-        print(f"{error}; moved it to {target}; trying the checkpoint before it", file=sys.stderr)
+        print(f"{error}; moved it to {target} and resumed from an earlier one", file=sys.stderr)
 
     def _unreadable(self, step, e: Exception) -> CheckpointError:
         return CheckpointError(

@@ -1,23 +1,151 @@
-"""Entry-point plumbing: bad input becomes one clear line and a non-zero exit, no traceback.
+"""Entry-point plumbing: a config's command line, and bad input as one clear line.
 
-GENJAX_DEBUG=1 shows the traceback of such an error, and what libraries print as they fail.
+    config = cli.parse(AutoencoderConfig, sys.argv[1:])   # --help lists every field
+
+Flags are parsed by tyro from the config dataclass (the comment after each field is its help
+line), as `--field=value` or `--field value`, the forms `wandb agent` passes. Its errors are
+turned into one line; validation that no parser does (a flag given twice, impossible values)
+is genjax's. GENJAX_DEBUG=1 shows the traceback of an error, and what libraries print as they
+fail.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
+import math
+import re
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+import tyro
 from absl import logging as absl_logging
 
 from genjax import sharding
 from genjax.checkpoint import CheckpointError, debugging
 from genjax.config import ConfigError
 from genjax.data import DataError
-from genjax.loop import TrainingStopped
+from genjax.run import TrainingStopped
 
 USER_ERRORS = (ConfigError, DataError)
+C = TypeVar("C")
+
+# How flag text becomes a value where tyro's own rules are not what genjax promises:
+# booleans as true/false/yes/no/1/0 (any case), integers also written as integral floats
+# (`wandb agent` writes 32.0 for some int parameters), floats only finite.
+_RULES = tyro.constructors.ConstructorRegistry()
+
+
+def _boolean(args: list[str]) -> bool:
+    text = args[0].lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, not {args[0]!r}")
+
+
+def _integer(args: list[str]) -> int:
+    try:
+        return int(args[0])
+    except ValueError:
+        pass
+    try:
+        number = float(args[0])
+    except ValueError:
+        number = math.nan
+    if number.is_integer():
+        return int(number)
+    raise ValueError(f"expected an integer, not {args[0]!r}")
+
+
+def _finite(args: list[str]) -> float:
+    try:
+        number = float(args[0])
+    except ValueError:
+        raise ValueError(f"expected a number, not {args[0]!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, not {args[0]!r}")
+    return number
+
+
+@_RULES.primitive_rule
+def _rule(info: tyro.constructors.PrimitiveTypeInfo):
+    parse = {bool: (_boolean, "{true,false}"), int: (_integer, "INT"), float: (_finite, "FLOAT")}
+    if info.type not in parse:
+        return None
+    from_text, metavar = parse[info.type]
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar=metavar,
+        instance_from_str=from_text,
+        is_instance=lambda x, t=info.type: type(x) is t,
+        str_from_instance=lambda x: [str(x).lower() if isinstance(x, bool) else str(x)],
+    )
+
+
+def parse(config_cls: type[C], argv: Sequence[str], prog: str | None = None) -> C:
+    """A validated config from `--field=value` flags; `--help` prints them all and exits 0."""
+    booleans = {f.name for f in dataclasses.fields(config_cls) if f.type in (bool, "bool")}
+    seen, args = set(), list(argv)
+    for i, arg in enumerate(args):
+        name, has_value = "", False
+        if arg.startswith("--"):
+            name, equals, _ = arg[2:].partition("=")
+            name, has_value = name.replace("-", "_"), bool(equals)
+        if name and name in seen:
+            raise ConfigError(f"--{name} is given twice")
+        seen.add(name)
+        alone = i + 1 == len(args) or args[i + 1].startswith("--")
+        if name in booleans and not has_value and alone:
+            args[i] = f"--{name}=true"  # A bare boolean flag turns it on.
+    errors = io.StringIO()
+    try:
+        with _RULES, contextlib.redirect_stderr(errors):
+            config = tyro.cli(
+                config_cls,
+                args=args,
+                prog=prog,
+                use_underscores=True,
+                config=(tyro.conf.FlagConversionOff,),
+            )
+    except SystemExit as e:
+        if not e.code:  # --help, printed.
+            raise
+        raise ConfigError(_one_line(errors.getvalue())) from None
+    config.validate()
+    return config
+
+
+def _one_line(text: str) -> str:
+    """tyro's boxed error as one line: the message under its title, and the flags it suggests
+    ("╭─ Value error ─╮ / │ Error parsing --x: ... │ / │ ──── │ / ..."; without a terminal,
+    the title, a rule, the message, a rule, ...)."""
+    lines = [line.strip().strip("│╭╮╰╯").strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+
+    def rule(line):
+        return set(line) <= set("─━- ")
+
+    message, started = [], False
+    for line in lines[1:]:  # The first is the title.
+        if rule(line):
+            if started:
+                break
+            continue
+        started = True
+        message.append(line)
+    one = " ".join(message) or " ".join(lines)
+    hint = next((i for i, line in enumerate(lines) if line.startswith("Perhaps you meant")), None)
+    if hint is not None:
+        suggested = re.findall(r"^(--\w[\w-]*)", "\n".join(lines[hint + 1 :]), re.M)
+        one += f" (did you mean {', '.join(dict.fromkeys(suggested))}?)"
+    if one.startswith("Unrecognized options: ") and not one.startswith("Unrecognized options: -"):
+        one += "; every setting is --field=value"
+    return one
 
 
 def main(run: Callable[[], object]) -> int:
@@ -27,9 +155,7 @@ def main(run: Callable[[], object]) -> int:
     exits 128 + its number after the checkpoint is saved.
     """
     if not debugging():
-        # Exceptions Python already ignores: orbax's writer threads, cut short by a full
-        # disk or a second Ctrl-C, print dozens of them ("Event loop is closed").
-        sys.unraisablehook = lambda unraisable: None
+        sys.unraisablehook = _quiet_unraisable
     try:
         sharding.initialize()
         run()
@@ -44,6 +170,16 @@ def main(run: Callable[[], object]) -> int:
             absl_logging.set_verbosity(absl_logging.FATAL)
         return _fail("stopped: interrupted twice; the last complete checkpoint is kept", 130)
     return 0
+
+
+# What orbax's writer threads raise where no one catches it when a full disk or a second
+# Ctrl-C cuts them short: dozens of tracebacks after the one line that matters.
+_ORBAX_NOISE = ("Event loop is closed", "cannot schedule new futures after interpreter shutdown")
+
+
+def _quiet_unraisable(unraisable) -> None:
+    if not any(n in str(unraisable.exc_value) for n in _ORBAX_NOISE):
+        sys.__unraisablehook__(unraisable)
 
 
 def _fail(line: str, code: int) -> int:

@@ -1,50 +1,47 @@
-"""Typed experiment configs and their `--field=value` command line.
+"""One typed config per experiment: frozen dataclasses whose fields are the command line.
 
-One frozen dataclass per experiment. Every field can be overridden as `--field=value`, the
-form `wandb agent` passes. Unknown fields, values of the wrong type and impossible values are
-errors that name the field, raised before any data is read or any code is compiled.
+Every field is a flag, `--field=value` or `--field value` (genjax.cli parses them; the
+comment after each field is its --help line). `validate()` refuses impossible values with a
+message naming the field, before any data is read or any code is compiled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
-from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 
 class ConfigError(ValueError):
     """A bad command line or config value; the message names the field and the fix."""
 
 
+# The fewest images eval/fid, eval/precision and eval/recall are computed from.
+MIN_EVAL_SAMPLES = 10
+
+
 @dataclasses.dataclass(frozen=True)
 class BaseConfig:
     """Fields every experiment shares: data, optimisation, W&B and where results go."""
 
-    # Data.
-    dataset: str = "fashion_mnist"
-    data_dir: str = ""  # "" = tfds's default folder, then Debian's dataset-fashion-mnist.
-    data_source: Literal["auto", "tfds", "idx"] = "auto"
-    # Optimisation.
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 0
-    # Results. Running the same command with the same workdir resumes the run.
-    workdir: str = ""  # "" = runs/<experiment>
-    # Also checkpoint every this many steps, at the next dispatch end; 0 = only at the log
-    # points (epoch ends; the DCGAN's image points), which are always checkpointed.
+    dataset: str = "fashion_mnist"  # fashion_mnist or mnist (28x28x1, 10 classes).
+    data_dir: str = ""  # A tfds data folder or a folder of the four IDX files; "" = defaults.
+    data_source: Literal["auto", "tfds", "idx"] = "auto"  # Where the data comes from.
+    batch_size: int = 32  # Examples per training step.
+    learning_rate: float = 1e-3  # Adam's learning rate.
+    seed: int = 0  # Every random number of the run derives from it.
+    workdir: str = ""  # The run's folder; the same again resumes it. "" = runs/<experiment>.
+    # Also checkpoint every this many steps (at the next dispatch end); 0 = at log points only.
     checkpoint_interval: int = 0
     max_to_keep: int = 2  # Checkpoints kept; older ones are deleted.
     min_free_disk_mb: int = 200  # Refuse to start with less free space in the workdir.
+    # W&B: auto = online with an API key, else offline; disabled logs nothing.
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    wandb_project: str = "genjax"
-    wandb_entity: str = ""
-    wandb_name: str = ""
-    wandb_group: str = ""  # W&B's run group (a sweep puts its trials in one).
-    # Seconds an online W&B start may take before the run falls back to offline logging.
-    wandb_init_timeout: float = 20.0
-    progress: bool = True
+    wandb_project: str = "genjax"  # W&B project.
+    wandb_entity: str = ""  # W&B entity (user or team); "" = the key's default.
+    wandb_name: str = ""  # W&B run name; "" = W&B's.
+    wandb_group: str = ""  # W&B run group (a sweep puts its trials in one).
+    wandb_init_timeout: float = 20.0  # Seconds an online W&B start may take before offline.
+    progress: bool = True  # A progress bar on the terminal.
 
     def validate(self) -> None:
         """Raises ConfigError for impossible values; subclasses extend it."""
@@ -67,20 +64,14 @@ class BaseConfig:
 class EpochConfig(BaseConfig):
     """Experiments trained in epochs over the training split (the autoencoder, the VAE)."""
 
-    epochs: int = 20
-    # 0 = a full pass over the training split; a positive value caps the epoch (for smoke runs).
-    steps_per_epoch: int = 0
-    # Training steps fused into one device dispatch (lax.scan); the progress bar moves per chunk.
-    steps_per_dispatch: int = 500
-    eval_batch_size: int = 1000
-    # Points of the native W&B scatter (a wandb.Table) each time it is logged: the first of the
-    # latent-space plot's points, whose PNG shows them all. W&B builds and serializes a table
-    # at ~60 us a point on the logging thread, which on a 2-core machine competes with
-    # training: 10,000 points were ~0.7 s of every VAE epoch.
+    epochs: int = 20  # Passes over the training split.
+    steps_per_epoch: int = 0  # 0 = a full pass; a positive value caps the epoch (smoke runs).
+    steps_per_dispatch: int = 500  # Training steps fused into one device call (lax.scan).
+    eval_batch_size: int = 1000  # Batch size of the test-split evaluation.
+    # Points of the native W&B scatter (a wandb.Table, ~60 us a point to build on the
+    # logging thread); the PNG scatter shows every point.
     scatter_table_points: int = 1000
-    # Epochs between those native scatters (and the last epoch's, always); the PNG scatter
-    # is logged every epoch. Each table is a W&B artifact, built and serialized on the
-    # logging thread: about a quarter of the CPU of a VAE epoch's row. 1 = every epoch.
+    # Epochs between native W&B scatters (each a W&B artifact; also at the last epoch).
     scatter_table_interval: int = 5
 
     def validate(self) -> None:
@@ -94,6 +85,32 @@ class EpochConfig(BaseConfig):
             "scatter_table_interval",
         )
         _non_negative(self, "steps_per_epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class IterationConfig(BaseConfig):
+    """Experiments trained in iterations with image points (the GANs)."""
+
+    iterations: int = 4000  # Training iterations, as the report's script.
+    gen_interval: int = 50  # Iterations between generated-image grids (and checkpoints).
+    log_interval: int = 1  # Iterations between logged metric rows (1 = every one).
+    # Batches: "random" = drawn at random with replacement (Keras-GAN); "epochs" = shuffled.
+    sampling: Literal["random", "epochs"] = "random"
+    # "loop" = one jitted call per iteration (XLA:CPU runs convolutions inside lax.scan
+    # slowly), "scan" = fused; "auto" = loop on CPU only.
+    fuse: Literal["auto", "scan", "loop"] = "auto"
+    eval_interval: int = 1000  # Iterations between evaluation points (and at the end).
+    # Test images the family's eval step scores at each evaluation point (val/*; whole
+    # batches of eval_batch_size); 0 = none.
+    val_examples: int = 2000
+    eval_batch_size: int = 500  # Batch size of that evaluation.
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(
+            self, "iterations", "gen_interval", "log_interval", "eval_interval", "eval_batch_size"
+        )
+        _non_negative(self, "val_examples")
 
 
 def _positive(config: BaseConfig, *names: str) -> None:
@@ -110,6 +127,13 @@ def _at_least_two(config, *names: str) -> None:
             raise ConfigError(f"--{name}={value}: must be at least 2")
 
 
+def _non_negative(config: BaseConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value < 0:
+            raise ConfigError(f"--{name}={value}: must be 0 or more")
+
+
 def _check_sample_quality(config) -> None:
     """The fields of experiments that report eval/fid, eval/precision and eval/recall."""
     if config.eval_samples != 0 and config.eval_samples < MIN_EVAL_SAMPLES:
@@ -120,113 +144,18 @@ def _check_sample_quality(config) -> None:
         )
 
 
-def _non_negative(config: BaseConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value < 0:
-            raise ConfigError(f"--{name}={value}: must be 0 or more")
-
-
-# The fewest images eval/fid, eval/precision and eval/recall are computed from.
-MIN_EVAL_SAMPLES = 10
-
-C = TypeVar("C")  # A config dataclass with a validate() method.
-
-
-def _convert(name: str, text: str, annotation: Any) -> Any:
-    """Converts one flag's text to the field's type, or raises ConfigError naming the field."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        choices = typing.get_args(annotation)
-        if text not in choices:
-            raise ConfigError(f"--{name}={text}: must be one of {', '.join(map(str, choices))}")
-        return text
-    if annotation is bool:
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"--{name}={text}: expected true or false")
-    if annotation is int:
-        try:
-            return int(text)
-        except ValueError:
-            # wandb agent writes integral floats such as 32.0 for int parameters.
-            try:
-                as_float = float(text)
-            except ValueError:
-                as_float = None
-            if as_float is not None and as_float.is_integer():
-                return int(as_float)
-            raise ConfigError(f"--{name}={text}: expected an integer") from None
-    if annotation is float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ConfigError(f"--{name}={text}: expected a number") from None
-        if not math.isfinite(value):
-            raise ConfigError(f"--{name}={text}: expected a finite number")
-        return value
-    if annotation is str:
-        return text
-    raise ConfigError(f"--{name}: unsupported field type {annotation}")
-
-
-def field_types(config_cls: type) -> dict[str, Any]:
-    """The resolved type of every field of a config class."""
-    hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
-
-
-def parse_flags(config_cls: type[C], argv: Sequence[str], **defaults: Any) -> C:
-    """Builds a validated config from `--field=value` (or `--field value`) arguments.
-
-    `defaults` are the experiment's own defaults where they differ from the dataclass's.
-    """
-    types_ = field_types(config_cls)
-    values: dict[str, Any] = {}
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ConfigError(f"unexpected argument {arg!r}: every setting is --field=value")
-        name, sep, text = arg[2:].partition("=")
-        name = name.replace("-", "_")
-        if name not in types_:
-            raise ConfigError(
-                f"unknown flag --{name}; the flags of this experiment are: "
-                + " ".join(f"--{n}" for n in types_)
-            )
-        if not sep:
-            if types_[name] is bool:
-                text = "true"
-            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-                i += 1
-                text = args[i]
-            else:
-                raise ConfigError(f"--{name} needs a value: --{name}=VALUE")
-        if name in values:
-            raise ConfigError(f"--{name} is given twice")
-        values[name] = _convert(name, text, types_[name])
-        i += 1
-    config = config_cls(**{**defaults, **values})
-    config.validate()
-    return config
-
-
 @dataclasses.dataclass(frozen=True)
 class AutoencoderConfig(EpochConfig):
     """The report's autoencoder: latent size is the knob the report sweeps (2, 10, 100)."""
 
-    latent_dim: int = 2
-    hidden_dim: int = 512
-    # leaky_relu (slope 0.3) is what the report's author ran; relu is the article's listing.
+    latent_dim: int = 2  # Size of the latent code; the report sweeps 2, 10 and 100.
+    hidden_dim: int = 512  # Width of both hidden layers.
+    # Activation of the latent code: leaky_relu (slope 0.3) is what the report's author ran,
+    # relu the article's listing.
     latent_activation: Literal["leaky_relu", "relu", "linear", "tanh", "sigmoid"] = "leaky_relu"
-    leaky_slope: float = 0.3
+    leaky_slope: float = 0.3  # Slope of the LeakyReLU (Keras's default).
     num_reconstructions: int = 32  # Fixed test images shown with their reconstructions.
-    latent_points: int = 5000  # Test images encoded for the latent-space plot.
+    latent_points: int = 5000  # Test images encoded for the latent-space plots.
 
     def validate(self) -> None:
         super().validate()
@@ -238,27 +167,26 @@ class AutoencoderConfig(EpochConfig):
 class VAEConfig(EpochConfig):
     """The report's VAE, with a true-likelihood option and its likelihood bounds."""
 
-    latent_dim: int = 2
-    hidden_dim: int = 512
-    # "mse": the report's 784 * MSE + KL. "bernoulli": BCE on logits, a negative ELBO in nats.
+    latent_dim: int = 2  # Size of the latent code.
+    hidden_dim: int = 512  # Width of both hidden layers.
+    # "mse": the report's 784 * MSE + KL; "bernoulli": BCE on logits, a negative ELBO in nats.
     likelihood: Literal["mse", "bernoulli"] = "mse"
     beta: float = 1.0  # Weight of the KL term.
     # Binarized pixels, as likelihood papers use: "dynamic" resamples every training batch
     # (the test split is binarized once), "fixed" binarizes both splits once.
     binarize: Literal["none", "dynamic", "fixed"] = "none"
-    num_reconstructions: int = 32
-    num_generated: int = 32
+    num_reconstructions: int = 32  # Fixed test images shown with their reconstructions.
+    num_generated: int = 32  # Images decoded from the same z ~ N(0, I) every epoch.
     latent_points: int = 10000  # Test images whose z_mean is plotted (10,000 = all).
-    interpolation_pairs: int = 8
-    interpolation_steps: int = 10
-    # Importance-weighted bound on the test log-likelihood (Bernoulli likelihood only).
-    iwae_samples: int = 1000
+    interpolation_pairs: int = 8  # Rows of latent interpolations between test images.
+    interpolation_steps: int = 10  # Images per interpolation row.
+    iwae_samples: int = 1000  # Importance samples of the IWAE bound (Bernoulli, binarized).
     iwae_chunk: int = 100  # Samples drawn at once; memory ~ iwae_batch * iwae_chunk decodes.
-    iwae_batch: int = 100
-    iwae_examples: int = 0  # Test images evaluated; 0 = the whole test split.
-    # Generated and test images behind eval/fid, eval/precision, eval/recall at the end; 0 = off.
+    iwae_batch: int = 100  # Test images per IWAE batch.
+    iwae_examples: int = 0  # Test images of the IWAE bound; 0 = the whole test split.
+    # Generated and test images behind eval/fid, eval/precision, eval/recall; 0 = none.
     eval_samples: int = 10000
-    feature_net: str = ""  # The FID feature network's workdir; "" = runs/feature_nets/<dataset>.
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
 
     def validate(self) -> None:
         super().validate()
@@ -286,30 +214,19 @@ class VAEConfig(EpochConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class DCGANConfig(BaseConfig):
+class DCGANConfig(IterationConfig):
     """The Keras-GAN DCGAN and its training scheme, with the report's W&B instrumentation."""
 
-    learning_rate: float = 2e-4  # Adam, for both networks, as Keras-GAN.
-    beta1: float = 0.5
-    iterations: int = 4000  # As the report's script.
-    latent_dim: int = 100
-    gen_interval: int = 50  # Iterations between generated-image grids.
-    log_interval: int = 1  # Iterations between logged metric rows (1 = every one, the report).
-    # "random": each batch drawn at random as Keras-GAN; "epochs": shuffled epochs.
-    sampling: Literal["random", "epochs"] = "random"
-    # How iterations between image points run: "loop" = one jitted call each (XLA:CPU runs
-    # convolutions inside lax.scan very slowly), "scan" = fused; "auto" = loop on CPU only.
-    fuse: Literal["auto", "scan", "loop"] = "auto"
-    # Iterations between eval/fid, eval/precision, eval/recall (also at the end), from
-    # eval_samples generated and test images; eval_samples 0 = no evaluation.
-    eval_interval: int = 1000
+    learning_rate: float = 2e-4  # Adam's, for both networks, as Keras-GAN.
+    beta1: float = 0.5  # Adam's first-moment decay, for both networks, as Keras-GAN.
+    latent_dim: int = 100  # Size of the generator's noise input.
+    # Generated and test images behind eval/fid, eval/precision, eval/recall; 0 = none.
     eval_samples: int = 10000
-    feature_net: str = ""  # The FID feature network's workdir; "" = runs/feature_nets/<dataset>.
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
 
     def validate(self) -> None:
         super().validate()
-        _positive(self, "iterations", "latent_dim", "gen_interval", "log_interval")
-        _positive(self, "eval_interval")
+        _positive(self, "latent_dim")
         _check_sample_quality(self)
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
@@ -319,9 +236,11 @@ class DCGANConfig(BaseConfig):
 class ClassifierConfig(EpochConfig):
     """The feature network of genjax's FID: a small CNN trained on the training split."""
 
-    epochs: int = 5
-    batch_size: int = 128
+    epochs: int = 5  # Passes over the training split.
+    batch_size: int = 128  # Examples per training step.
     latent_points: int = 2000  # Test images whose features are plotted (PCA), per epoch.
+    # The network's folder, where the evaluations look for it; "" = runs/feature_nets/<dataset>.
+    workdir: str = ""
 
     def validate(self) -> None:
         super().validate()

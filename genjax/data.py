@@ -88,6 +88,13 @@ class Dataset:
     train: Split
     test: Split
     source: str  # Where the data came from, for the log and summary.json.
+    # The test split before processing (the VAE's binarization), when it was processed.
+    raw_test: Split | None = None
+
+    @property
+    def unprocessed_test(self) -> Split:
+        """The test split as the dataset gives it (before the VAE's binarization)."""
+        return self.test if self.raw_test is None else self.raw_test
 
     def fixed_test_examples(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """The first `count` test images and labels: the same for every run and epoch, so

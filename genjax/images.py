@@ -134,8 +134,7 @@ def scatter_png(xy: np.ndarray, labels: np.ndarray, class_names, title: str) -> 
     ax.relim()  # The limits of these points, with the margins a fresh plot would get.
     ax.autoscale_view()
     # The canvas's own pixels: no PNG encoded here only to be decoded again (the logging
-    # thread encodes the workdir copy once, and W&B takes that file); ~0.2 s less per epoch
-    # for 5,000 points.
+    # thread encodes the workdir copy once, and W&B takes that file).
     fig.canvas.draw()
     fig.canvas.restore_region(legend_pixels)
     return np.array(fig.canvas.buffer_rgba())[..., :3]
@@ -149,13 +148,13 @@ def _scatter_figure(class_names: tuple[str, ...]):
     from matplotlib.transforms import Bbox
 
     fig = _figure(figsize=(7, 6), dpi=100)
-    # Fixed margins, room for the legend at the right: tight_layout measured every label's
-    # text for ~40% of the rendering time, every epoch, for the same layout.
+    # Fixed margins, room for the legend at the right: tight_layout would measure every
+    # label's text each epoch for the same layout.
     fig.subplots_adjust(left=0.09, right=0.77, bottom=0.07, top=0.94)
     ax = fig.subplots()
     cmap = matplotlib.colormaps["tab10"]
     # Markers of a line, not a scatter's collection: one marker stamped at every point
-    # (Agg's draw_markers), ~20% faster for 5,000 points, and the same picture.
+    # (Agg's draw_markers) is faster, and the same picture.
     lines = [
         ax.plot([], [], "o", ms=1.7, mew=0, color=cmap(k % 10), label=name, alpha=0.7)[0]
         for k, name in enumerate(class_names)
@@ -169,18 +168,6 @@ def _scatter_figure(class_names: tuple[str, ...]):
     legend_pixels = fig.canvas.copy_from_bbox(Bbox.from_extents(x0 - 2, y0 - 4, x1 + 4, y1 + 4))
     legend.set_visible(False)
     return fig, ax, lines, legend_pixels
-
-
-@_one_figure_at_a_time
-def warm_up() -> None:
-    """Imports matplotlib and loads its fonts with a tiny figure: ~1 s that the first
-    picture would otherwise spend beside the first epoch's training, spent while it compiles."""
-    fig = _figure(figsize=(1, 1), dpi=10)
-    ax = fig.subplots()
-    ax.plot([0.0], [0.0], "o", label="x")
-    ax.set_title("x")
-    ax.legend()
-    fig.canvas.draw()
 
 
 @_one_figure_at_a_time
@@ -210,9 +197,8 @@ def save_png(image: np.ndarray, path) -> None:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    # zlib level 1, not PIL's 6: half the encoding time for 8-14% larger files (the latent
-    # scatter, 700x600: 21 against 30 ms; the 560x560 manifold: 13 against 30 ms), on the
-    # logging thread that competes with training for this machine's cores.
+    # zlib level 1, not PIL's 6: about half the encoding time for files ~10% larger, on the
+    # logging thread that competes with training for the cores.
     Image.fromarray(image).save(path, compress_level=1)
 
 

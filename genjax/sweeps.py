@@ -14,6 +14,7 @@ import dataclasses
 import math
 import random
 import re
+import typing
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +30,8 @@ with warnings.catch_warnings():
     import sweeps
     from sweeps.config.schema import dereferenced_sweep_config_jsonschema
 
-from genjax.config import ConfigError, _convert, field_types
+from genjax import cli
+from genjax.config import ConfigError
 
 
 class SweepError(ConfigError):
@@ -150,9 +152,11 @@ def load(path: str | Path, experiments: Mapping[str, type]) -> Sweep:
     parameters = spec.get("parameters")
     if not isinstance(parameters, dict) or not parameters:
         raise SweepError(f"{where}: `parameters:` must map at least one config field to values")
-    types = field_types(experiments[experiment])
+    config_cls = experiments[experiment]
+    hints = typing.get_type_hints(config_cls)
+    types = {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
     for name, p in parameters.items():
-        _check_parameter(where, experiment, name, p, types)
+        _check_parameter(where, experiment, name, p, types, config_cls)
     metric = spec.get("metric")
     well_formed = isinstance(metric, dict) and isinstance(metric.get("name"), str)
     if metric is not None and not well_formed:
@@ -192,7 +196,7 @@ def load(path: str | Path, experiments: Mapping[str, type]) -> Sweep:
     )
 
 
-def _check_parameter(where, experiment, name, p, types) -> None:
+def _check_parameter(where, experiment, name, p, types, config_cls) -> None:
     if name not in types:
         raise SweepError(
             f"{where}: parameter {name!r} is not a setting of experiments.{experiment}; "
@@ -214,7 +218,7 @@ def _check_parameter(where, experiment, name, p, types) -> None:
         raise SweepError(f"{where}: parameter {name}: values must be a non-empty list")
     for value in [p["value"]] if "value" in p else p.get("values", []):
         try:
-            _convert(name, format_value(value), types[name])
+            cli.parse(config_cls, [f"--{name}={format_value(value)}"])
         except ConfigError as e:
             raise SweepError(f"{where}: parameter {name}: {e}") from None
     for key in ("min", "max", "mu", "sigma", "q", "a", "b"):

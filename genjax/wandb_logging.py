@@ -19,6 +19,9 @@ import hashlib
 import json
 import netrc
 import os
+import re
+import secrets
+import string
 import subprocess
 import sys
 import threading
@@ -105,25 +108,21 @@ class Run:
         job_type: str = "",
         init_timeout: float = 20.0,
         run_id: str = "",
-        warm_up: bool = False,
         journal: str | os.PathLike | None = None,
     ):
         """Starts a run, or resumes run `run_id` (a resumed training run keeps its W&B run).
 
-        warm_up: the worker loads matplotlib at once (see _warm_up), for runs whose
-        pictures include plots. journal: a file every logged row is appended to (see the
+        journal: a file every logged row is appended to (see the
         module's docstring); restore_history reads it back."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._failed_once = False
         # One worker, so steps reach W&B in the order they were logged (as CLU's
-        # AsyncWriter): rendering the scatter, encoding images and building the W&B table
-        # cost ~0.5 s per autoencoder epoch here, which the next epoch's training does not
-        # wait for. summary, mark_preempting and finish wait for it first.
+        # AsyncWriter), and rendering pictures never holds up training; summary,
+        # mark_preempting and finish wait for it first.
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wandb-log")
         self._pending: list[concurrent.futures.Future] = []
         self.worker_s = 0.0  # Seconds the worker has spent logging.
-        self.idle_since = 0.0  # perf_counter() when the worker last finished a row.
         self._finished = False
         self._held_elsewhere: set[int] = set()  # Steps earlier processes' W&B files hold.
         mode = choose_mode(mode)
@@ -149,11 +148,15 @@ class Run:
                 f"could not start an online run ({type(e).__name__}: {reason}); logging offline"
             )
             mode = "offline"
-            self._run = self._init(mode, init_timeout, kwargs)
+            try:
+                self._run = self._init(mode, init_timeout, kwargs)
+            except Exception as again:  # W&B's service still holds the id it failed with.
+                if "in use" not in str(again):
+                    raise
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("id", "resume")}
+                self._run = self._init(mode, init_timeout, kwargs)
         self.mode = mode
         self._journal = Journal(journal) if journal is not None and mode != "disabled" else None
-        if warm_up:
-            self._pending.append(self._worker.submit(self._warm_up))
 
     @staticmethod
     def _init(mode: str, init_timeout: float, kwargs: dict[str, Any]):
@@ -194,7 +197,9 @@ class Run:
         if self.url:
             info["url"] = self.url
         if self.mode == "offline":
-            info["sync_command"] = f"wandb sync {self.dir}"
+            # Every folder of a resumed run, in the order its processes wrote them.
+            folders = [str(d) for d in find_run_dirs(self.directory, self.id)] or [self.dir]
+            info["sync_command"] = "wandb sync " + " ".join(folders)
         return info
 
     def log(
@@ -226,9 +231,13 @@ class Run:
 
     def restore_history(self, logged_through: int) -> int:
         """Makes W&B hold each journaled step up to `logged_through` exactly once: steps the
-        earlier processes' W&B files lost are logged again (their scalars, and their
+        earlier processes' W&B runs lost are logged again (their scalars, and their
         pictures where W&B had kept the files); later journal rows are dropped, since
-        training makes them again. Returns how many rows were logged again."""
+        training makes them again. Returns how many rows were logged again.
+
+        What W&B holds: offline, the steps in the earlier processes' .wandb logs; online,
+        the steps before the server's next one (a row can be in the local log and never
+        have reached the server)."""
         if self._journal is None:
             return 0
         kept = [r for r in read_journal(self._journal.path) if r["step"] <= logged_through]
@@ -237,7 +246,10 @@ class Run:
             for h in map(read_history, find_run_dirs(self.directory, self.id))
             if h["run_id"] == self.id and h["dir"].resolve() != Path(self.dir).resolve()
         ]
-        self._held_elsewhere = set().union(*(h["steps"] for h in earlier))
+        if self.mode == "online":
+            self._held_elsewhere = set(range(self._run.starting_step))
+        else:
+            self._held_elsewhere = set().union(*(h["steps"] for h in earlier))
         self._journal.rewrite(kept)
         missing = [r for r in kept if r["step"] not in self._held_elsewhere]
         for r in missing:
@@ -256,21 +268,6 @@ class Run:
             row = (r["step"], dict(r["scalars"]), found, None, None, None, True)
             self._pending.append(self._worker.submit(self._log_now, *row))
         return len(missing)
-
-    def _warm_up(self) -> None:
-        """On the worker, while the first dispatch compiles: matplotlib loaded and its fonts
-        found, so the first epoch's plots cost about what later ones do."""
-        start = time.perf_counter()
-        try:
-            pictures.warm_up()
-        except Exception:  # Only a head start: the first real picture reports any failure.
-            pass
-        finally:
-            self.worker_s += time.perf_counter() - start
-
-    def busy(self) -> bool:
-        """Whether the worker thread still has logged rows to render or hand to W&B."""
-        return any(not f.done() for f in self._pending)
 
     def flush(self) -> None:
         """Waits until every step logged so far has reached W&B (or failed, and said so)."""
@@ -293,8 +290,8 @@ class Run:
                     path = Path(save_dir) / f"{key}.png"
                     pictures.save_png(array, path)
                     digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-                    # W&B takes the file as it is: the PNG is encoded once (~40 ms less for
-                    # the latent scatter), and W&B copies it before the next row rewrites it.
+                    # W&B takes the file as it is, so the PNG is encoded once; W&B copies it
+                    # before the next row rewrites it.
                     resolved[key] = (path, *caption)
             except Exception as e:
                 self._report_failure(e, f"picture {key!r} at step {step}")
@@ -304,8 +301,7 @@ class Run:
             if self.mode != "disabled" and send:  # Disabled: W&B's objects would go nowhere.
                 self._build_and_log(step, scalars, resolved, scatters, tables)
         finally:
-            self.idle_since = time.perf_counter()
-            self.worker_s += self.idle_since - start
+            self.worker_s += time.perf_counter() - start
 
     def _report_failure(self, e: Exception, what: str = "logging") -> None:
         if what != "logging":  # Each failing picture is named; rows fail once, quietly after.
@@ -331,7 +327,7 @@ class Run:
                         for (x, y), lab in zip(sc.xy, sc.labels, strict=True)
                     ],
                     # Declared column types: W&B then checks each row against them instead
-                    # of inferring optional types row by row (~0.1 s less for 5,000 points).
+                    # of inferring optional types row by row.
                     dtype=[float, float, str],
                     optional=False,
                 )
@@ -386,12 +382,18 @@ class Journal:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()  # The loop and the worker both append.
+        self.failed = False
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def append(self, line: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._file.write(json.dumps(line) + "\n")
-            self._file.flush()  # In the OS's hands: a kill -9 of this process keeps it.
+        try:
+            with self._lock:
+                self._file.write(json.dumps(line, default=str) + "\n")
+                self._file.flush()  # In the OS's hands: a kill -9 of this process keeps it.
+        except OSError as e:  # A full disk: training goes on, the checkpoint save says so.
+            if not self.failed:
+                _notice(f"could not write the row journal {self.path} ({e.strerror or e})")
+            self.failed = True
 
     def rewrite(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Replaces the journal with `rows` (atomically: a kill leaves the old or the new)."""
@@ -425,17 +427,20 @@ def read_journal(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [rows[s] for s in sorted(rows)]
 
 
-def find_run_dirs(directory: str | os.PathLike, run_id: str = "*") -> list[Path]:
+# A run folder's name: [offline-]run-DATE_TIME-ID, and -N when one second saw several.
+_RUN_DIR = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-([a-z0-9]+)(?:-(\d+))?")
+
+
+def find_run_dirs(directory: str | os.PathLike, run_id: str = "") -> list[Path]:
     """Offline and online run folders under a W&B `dir` (its wandb/ subfolder), oldest first;
-    those of one run when `run_id` is given (W&B ends each folder's name with it)."""
-    root = Path(directory) / "wandb"
-    found = [
-        p
-        for p in root.glob(f"*run-*-{run_id}")
-        if p.is_dir() and not p.is_symlink() and list(p.glob("run-*.wandb"))
-    ]
-    # By the start time in the name (offline-run-DATE_TIME-ID, run-DATE_TIME-ID).
-    return sorted(found, key=lambda p: p.name.removeprefix("offline-"))
+    those of one run when `run_id` is given."""
+    found = []
+    for p in (Path(directory) / "wandb").glob("*run-*"):
+        match = _RUN_DIR.fullmatch(p.name)
+        if match and (not run_id or match[2] == run_id) and not p.is_symlink():
+            if p.is_dir() and list(p.glob("run-*.wandb")):
+                found.append((match[1], int(match[3] or 0), p))
+    return [p for *_, p in sorted(found)]  # By start time, then W&B's suffix.
 
 
 def _inspect(run_dir: str | os.PathLike, *flags: str) -> str:
@@ -448,16 +453,27 @@ def _inspect(run_dir: str | os.PathLike, *flags: str) -> str:
     ).stdout
 
 
+def new_run_id() -> str:
+    """A W&B run id (8 lowercase letters and digits, as W&B's own), chosen before the run
+    starts so that the workdir can record it first."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
 def read_history(run_dir: str | os.PathLike) -> dict[str, Any]:
     """What one run folder's .wandb log holds: its run id, the steps of its history rows,
     and its exit code (None when the process never finished the run)."""
     run_dir = Path(run_dir)
-    # The id is also the folder name's end, for a log cut short before its run record.
-    out = {"dir": run_dir, "run_id": run_dir.name.rsplit("-", 1)[-1], "steps": set()}
+    # The id is also in the folder's name, for a log cut short before its run record.
+    match = _RUN_DIR.fullmatch(run_dir.name)
+    out = {"dir": run_dir, "run_id": match[2] if match else "", "steps": set()}
     out["exit_code"] = None
     try:
         records = _inspect(run_dir)
     except subprocess.CalledProcessError:  # A log W&B never got to write (a failed start).
+        return out
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _notice(f"could not read {run_dir} back ({type(e).__name__}); counted as empty")
         return out
     for line in records.splitlines():
         record = json.loads(line)

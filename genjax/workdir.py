@@ -91,6 +91,11 @@ def owned(workdir: Path) -> Iterator[None]:
                 f"{workdir} is in use by {_describe_owner(fd)}; wait for it to end, "
                 "or choose another --workdir"
             ) from None
+        except OSError as e:  # A filesystem without locks.
+            raise ConfigError(
+                f"--workdir={workdir} cannot be locked ({e.strerror or e}); choose a folder on "
+                "a filesystem with file locks"
+            ) from None
         owner = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -53,7 +53,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_is_used(tmp_path, 
     err = capsys.readouterr().err
     assert f"checkpoint 30 in {tmp_path / 'checkpoints'} is damaged" in err
     (moved,) = (tmp_path / "checkpoints_damaged").iterdir()
-    assert moved.name.startswith("30-") and f"moved it to {moved}" in err
+    assert moved.name.startswith("30-") and f"moved it to {moved} and resumed" in err
     assert checkpoints.all_steps() == [10, 20]  # Training goes on from 20, saving over 30.
     checkpoints.save(30, _state(30), {"step": 30})
     assert checkpoints.restore_latest(_state(0))[1]["step"] == 30
@@ -71,15 +71,40 @@ def test_a_reader_uses_the_checkpoint_before_a_damaged_one_and_moves_nothing(tmp
     assert Checkpoints(tmp_path, read_only=True).all_steps() == [10, 20, 30]
 
 
-def test_when_every_checkpoint_is_damaged_the_start_is_refused_with_the_way_out(tmp_path):
+def test_when_every_checkpoint_is_damaged_the_start_is_refused_and_nothing_moves(tmp_path):
     _saved(tmp_path, steps=(10, 20))
     for step in (10, 20):
         _damage(tmp_path, step)
     checkpoints = Checkpoints(tmp_path)
-    with pytest.raises(CheckpointError, match="no checkpoint .* reads back intact.* afresh"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint .* reads back intact .*afresh"):
         checkpoints.restore_latest(_state(0))
+    assert checkpoints.all_steps() == [10, 20] and not (tmp_path / "checkpoints_damaged").exists()
     checkpoints.close()
-    assert len(list((tmp_path / "checkpoints_damaged").iterdir())) == 2
+
+
+def test_unreadable_records_everywhere_refuse_the_start_rather_than_train_afresh(tmp_path):
+    _saved(tmp_path, steps=(10, 20))
+    for step in (10, 20):
+        for f in (tmp_path / "checkpoints" / str(step) / "record").iterdir():
+            f.write_bytes(b"\x00garbage")
+    checkpoints = Checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match="reads back intact"):
+        checkpoints.restore_latest(_state(0))
+    assert checkpoints.all_steps() == [10, 20]
+    checkpoints.close()
+
+
+def test_an_error_every_checkpoint_meets_is_not_taken_for_damage(tmp_path):
+    """A state of another shape (a code change) fails to restore from every checkpoint:
+    that is raised, and the good checkpoints stay where they are."""
+    _saved(tmp_path)
+    other = {"w": jnp.zeros(7), "b": jnp.zeros((50, 50))}
+    checkpoints = Checkpoints(tmp_path)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        checkpoints.restore_latest(other)
+    assert checkpoints.all_steps() == [10, 20, 30]
+    assert not (tmp_path / "checkpoints_damaged").exists()
+    checkpoints.close()
 
 
 def test_a_refused_workdir_keeps_its_checkpoints(tmp_path):

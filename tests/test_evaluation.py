@@ -15,11 +15,12 @@ import scipy.linalg
 from experiments import classifier as classifier_experiment
 from experiments import dcgan as dcgan_experiment
 from experiments import evaluate as evaluate_main
+from experiments import registry
 from genjax import data, images
 from genjax.checkpoint import tree_digest
 from genjax.config import ConfigError, DCGANConfig
+from genjax.evaluation import feature_net, sample_quality
 from genjax.evaluation import fid as fid_lib
-from genjax.evaluation import sample_quality
 from genjax.evaluation.precision_recall import precision_recall
 from genjax.models.classifier import FEATURE_DIM, Classifier
 from genjax.steps import classifier as steps
@@ -126,7 +127,8 @@ def test_a_trained_classifier_gives_small_fid_to_real_data_and_large_to_noise(tm
         "--progress=false",
     ]
     assert classifier_experiment.main(flags) == 0
-    config, state, dataset = classifier_experiment.EXPERIMENT.restore(workdir)
+    experiment, config, state = registry.restore(workdir)
+    dataset = experiment.load_data(config)
     assert config.epochs == 2 and int(state.step) == 2 * 2560 // 64
 
     def features(x):
@@ -189,22 +191,22 @@ def test_the_feature_network_is_trained_once_when_missing_then_reused(tmp_path, 
         wandb_mode="disabled",
         progress=False,
     )
-    net = classifier_experiment.feature_net(config)
+    net = feature_net.load(config)
     assert "training it once (5 epochs" in capsys.readouterr().err
     assert int(net.state.step) == 5 * (640 // 128)  # The default classifier settings.
     summary = json.loads((net_dir / "summary.json").read_text())
     assert net.accuracy == summary["val/accuracy"] > 0.3
     assert "eval/fid_train_test" in summary  # The floor of eval/fid in this feature space.
 
-    classifier_experiment._LOADED.clear()  # As a new process would find it.
-    again = classifier_experiment.feature_net(config)
+    feature_net._LOADED.clear()  # As a new process would find it.
+    again = feature_net.load(config)
     assert "training it once" not in capsys.readouterr().err
     assert tree_digest(again.state) == tree_digest(net.state)
     assert json.loads((net_dir / "summary.json").read_text()) == summary
 
-    classifier_experiment._LOADED.clear()
+    feature_net._LOADED.clear()
     with pytest.raises(ConfigError, match="not a feature network of 'mnist'"):
-        classifier_experiment.feature_net(dataclasses.replace(config, dataset="mnist"))
+        feature_net.load(dataclasses.replace(config, dataset="mnist"))
 
 
 def test_too_few_or_too_many_eval_samples_are_refused_before_training(tmp_path, capsys):
@@ -233,14 +235,11 @@ def test_evaluating_what_is_not_a_run_is_a_clear_error(tmp_path, capsys, feature
     assert 0 <= floor["eval/fid_train_test"] < 50 and floor["eval/recall_train_test"] > 0.3
 
 
-def test_the_feature_scatter_names_features_not_latent_codes(tmp_path):
+def test_the_feature_scatter_names_features_not_latent_codes():
     from genjax.config import ClassifierConfig
 
-    folder = write_idx_dataset(tmp_path, n_train=100, n_test=50)
-    dataset = data.load_dataset("fashion_mnist", str(folder), "idx")
-    config = ClassifierConfig(latent_points=40)
-    trial = classifier_experiment.trial(config, dataset)
-    state = trial.init_state(jax.random.key(0))
+    labels = np.arange(40) % 10
     features = np.random.default_rng(0).normal(size=(40, FEATURE_DIM)).astype(np.float32)
-    scatter = trial.media(state, 1, {"features": features})["scatters"]["feature_space_scatter"]
+    shown = feature_net.feature_pictures(ClassifierConfig(), tuple("abcdefghij"), labels, features)
+    scatter = shown["scatters"]["feature_space_scatter"]
     assert scatter.title.startswith(f"feature space, PCA of {FEATURE_DIM}-D features (")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import autoencoder
+from experiments import autoencoder, registry
 from experiments import evaluate as evaluate_main
 from genjax import data, wandb_logging
 from genjax.steps import autoencoder as steps
@@ -71,7 +71,8 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     assert back["charts"]["latent_space_scatter"]["stringSettings"]["title"] == "latent space"
     # Its points are the codes of the first 600 test images under the final state (kept
     # from the validation pass, not encoded again), in the test split's order.
-    _, state, dataset = autoencoder.EXPERIMENT.restore(workdir)
+    _, config, state = registry.restore(workdir)
+    dataset = autoencoder.load_data(config)
     shown, labels = dataset.fixed_test_examples(600)
     codes = steps.encode(state, data.scale(shown, steps.PIXEL_RANGE))
     np.testing.assert_allclose([r[:2] for r in table["data"]], codes, rtol=1e-4, atol=1e-5)
@@ -101,29 +102,13 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys):
     assert f"{nowhere.parent} is no writable folder" in capsys.readouterr().err
     for name in ("reconstructions.png", "latent_space.png"):
         assert (workdir / "images" / name).is_file()
-    # What logging cost this run: the training loop's seconds making pictures and handing
-    # rows over, against its wall time; the W&B thread's seconds beside it.
-    assert 0 < summary["time/logging_s"] < summary["time/wall_s"]
-    assert summary["time/logging_share"] == pytest.approx(
-        summary["time/logging_s"] / summary["time/wall_s"]
-    )
-    assert 0 <= summary["time/logging_share_after_first"] < summary["time/logging_share"]
-    first, wall = summary["time/logging_first_point_s"], summary["time/wall_s"]
-    assert 0 < first <= summary["time/logging_s"]
-    assert summary["time/logging_share_after_first"] == pytest.approx(
-        (summary["time/logging_s"] - first) / (wall - first)
-    )
-    assert summary["time/logging_worker_s"] > 0
-    # Every dispatch of the usual 15 steps but the compiling first is timed, beside the
-    # W&B worker or alone (2 per 40-step epoch, 2 epochs).
-    assert summary["time/dispatches_alone"] + summary["time/dispatches_beside_logging"] == 3
-    if "time/logging_beside_s" in summary:  # Where both kinds were seen (timing decides).
-        spent = summary["time/logging_s"] + summary["time/logging_beside_s"]
-        assert summary["time/logging_cost_share"] == pytest.approx(spent / summary["time/wall_s"])
-        assert summary["time/logging_cost_share_after_first"] == pytest.approx(
-            (spent - first) / (wall - first)
-        )
+    # What logging cost this run: the loop's and the W&B thread's seconds, over its wall time.
+    assert summary["time/wall_s"] > 0 and 0 < summary["time/logging_share"] < 1
     assert back["summary"]["time/logging_share"] == summary["time/logging_share"]
+    assert sorted(k for k in summary if k.startswith("time/")) == [
+        "time/logging_share",
+        "time/wall_s",
+    ]
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import registry
 from genjax import wandb_logging
 from tests.conftest import write_idx_dataset
 
@@ -100,7 +101,7 @@ def _python(args: list[str], devices: int, tmp_path: Path):
 
 
 def _params(workdir: Path, experiment):
-    _, state, _ = experiment.restore(workdir)
+    _, _, state = registry.restore(workdir)
     return state
 
 
@@ -121,9 +122,7 @@ def _mlp_flags(module: str, data_dir: Path, workdir: Path, **overrides) -> list[
 
 
 def _experiment(module: str):
-    from experiments import autoencoder, vae
-
-    return {"experiments.autoencoder": autoencoder, "experiments.vae": vae}[module].EXPERIMENT
+    return registry.EXPERIMENTS[module.removeprefix("experiments.")]
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +301,7 @@ def test_two_devices_train_the_dcgan_as_one_does(tmp_path, small_data):
             "--gen_interval=3",
             "--batch_size=16",
             "--eval_samples=0",
+            "--val_examples=0",
             "--progress=false",
         ]
         result = _run("experiments.dcgan", flags, devices, tmp_path)

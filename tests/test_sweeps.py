@@ -15,16 +15,17 @@ import yaml
 from PIL import Image
 from scipy import stats
 
+from experiments import registry
 from experiments import sweep as sweep_main
-from genjax import data, loop, sweeps, wandb_logging
+from genjax import cli, data, run, sweeps, wandb_logging
 from genjax import workdir as workdirs
-from genjax.config import AutoencoderConfig, ConfigError, parse_flags
+from genjax.config import AutoencoderConfig, ConfigError
 from genjax.steps import vae as vae_steps
 from tests.conftest import write_idx_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "experiments" / "sweeps"
-CONFIGS = {name: e.config_cls for name, e in sweep_main.EXPERIMENTS.items()}
+CONFIGS = {name: e.Config for name, e in sweep_main.EXPERIMENTS.items()}
 COMMAND = ["${env}", "${interpreter}", "-m", "experiments.NAME", "${args}"]
 
 
@@ -73,7 +74,7 @@ def test_trial_flags_are_the_wandb_agents_args():
     params["latent_activation"] = "tanh"
     agent = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
     assert sweeps.trial_flags(params) == agent["args"]
-    config = parse_flags(AutoencoderConfig, agent["args"])
+    config = cli.parse(AutoencoderConfig, agent["args"])
     assert (config.latent_dim, config.learning_rate, config.progress) == (10, 0.0003, False)
     assert (config.seed, config.latent_activation) == (7, "tanh")
 
@@ -183,7 +184,7 @@ BAD_FILES = [
     ),
     (
         _spec(method="grid", parameters={"latent_activation": {"values": ["relu", "gelu"]}}),
-        "must be one of",
+        "Expected one of",
     ),
     (
         "program: experiments/autoencoder.py\nmethod: random\nparameters:\n"
@@ -324,6 +325,9 @@ def test_offline_sweep_of_three_trials_reads_back_and_resumes(
     back = wandb_logging.read_run(summary_dir)
     assert back["run_id"] == wandb_logging.read_run(first)["run_id"] == state["summary_run_id"]
     assert back["job_type"] == "sweep" and back["group"] == group
+    # One step per comparison, never the same twice across the two invocations.
+    steps = [h["_step"] for d in (first, summary_dir) for h in wandb_logging.read_run(d)["history"]]
+    assert steps == [1, 2] and state["summary_step"] == 2
     assert back["summary"]["best_trial"] == best
     logged = back["history"][-1]
     assert logged["sweep/trials._type"] == "table-file" and logged["sweep/trials.nrows"] == 3
@@ -373,8 +377,9 @@ def test_vectorized_trials_match_the_same_trials_one_at_a_time(tmp_path, small_d
         sb = json.loads((Path(b["workdir"]) / "summary.json").read_text())
         for key in ("train/loss", "val/loss", "val/kl_loss", "val/reconstruction_loss"):
             assert sb[key] == pytest.approx(sa[key], rel=1e-4), key
-        _, state_a, _ = sweep_main.EXPERIMENTS["vae"].restore(a["workdir"])
-        _, state_b, dataset = sweep_main.EXPERIMENTS["vae"].restore(b["workdir"])
+        _, _, state_a = registry.restore(a["workdir"])
+        experiment, config_b, state_b = registry.restore(b["workdir"])
+        dataset = experiment.load_data(config_b)
         assert int(state_a.step) == int(state_b.step) == 20
         jax.tree.map(
             lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5),
@@ -404,14 +409,16 @@ def test_only_trials_that_differ_in_values_vectorize():
         AutoencoderConfig(seed=s, learning_rate=lr, workdir=f"t{s}")
         for s, lr in [(0, 1e-3), (1, 3e-4)]
     ]
-    loop.check_vectorizable(ok, autoencoder.FAMILY)
+    run.check_vectorizable(ok, autoencoder.NAME, autoencoder.VECTOR_FIELDS)
     with pytest.raises(ConfigError, match="differ in latent_dim"):
-        loop.check_vectorizable(
-            [AutoencoderConfig(), AutoencoderConfig(latent_dim=10)], autoencoder.FAMILY
+        run.check_vectorizable(
+            [AutoencoderConfig(), AutoencoderConfig(latent_dim=10)],
+            autoencoder.NAME,
+            autoencoder.VECTOR_FIELDS,
         )
     gans = [DCGANConfig(), DCGANConfig(learning_rate=1e-3)]
     with pytest.raises(ConfigError, match="a dcgan run does not vectorize"):
-        loop.check_vectorizable(gans, dcgan.family(gans[0]))
+        run.check_vectorizable(gans, dcgan.NAME, dcgan.VECTOR_FIELDS)
 
 
 @pytest.mark.slow
@@ -439,8 +446,10 @@ def test_hyperband_ends_a_trailing_trial_early(tmp_path, small_data, wandb_home)
     assert back["state"] == "finished" and [h["_step"] for h in back["history"]] == [1, 2]
     assert back["summary"]["early_terminated"] is True
     # It ended at a checkpoint: the state of step 2 * 5 is saved.
-    _, state, _ = sweep_main.EXPERIMENTS["autoencoder"].restore(stopped)
+    experiment, config, state = registry.restore(stopped)
     assert int(state.step) == 10
+    # Stopped early is finished: the same trial again trains nothing.
+    assert experiment.train([config]) == [summary]
 
 
 @pytest.mark.slow
@@ -464,3 +473,12 @@ def test_a_failed_trial_still_gets_the_comparison_logged(tmp_path, small_data, w
     assert [row[state] for row in rows] == ["finished", "failed"]
     assert math.isfinite(rows[0][metric]) and rows[1][metric] is None
     assert rows[1][columns.index("eval/recon_mse")] is None
+
+
+def test_a_sweep_folder_in_use_is_refused_before_any_trial(tmp_path, small_data, capsys):
+    workdir = tmp_path / "sweep"
+    argv = [str(SHIPPED / "autoencoder_latent.yaml"), f"--workdir={workdir}"]
+    with workdirs.owned(workdir):  # Another sweep runner holds it.
+        assert sweep_main.main([*argv, *_trial_flags(small_data)]) == 2
+    assert f"{workdir} is in use by process" in capsys.readouterr().err
+    assert not (workdir / "sweep.json").exists() and not list(workdir.glob("trial-*"))

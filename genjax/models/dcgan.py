@@ -15,7 +15,7 @@ BN_EPSILON = 1e-3
 def upsample2(x: jax.Array) -> jax.Array:
     """Nearest-neighbour x2 (Keras UpSampling2D), [B, H, W, C] -> [B, 2H, 2W, C].
 
-    Broadcast and reshape: measured ~17% faster than jax.image.resize on this CPU.
+    Broadcast and reshape: faster than jax.image.resize on XLA:CPU.
     """
     b, h, w, c = x.shape
     x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
@@ -94,10 +94,9 @@ def _parity_convs_bwd(residuals, g):
 
     The output gradient of every tap, moved to the input pixel that tap reads, is one
     [B*H*W, 16*Cout] matrix; the input gradient is it times the taps' [16*Cout, Cin], the
-    taps' gradient is x's [Cin, B*H*W] times it. The same multiply-adds as the convolution
-    gradients (so the FLOP count is unchanged), at matmul speed: XLA:CPU's convolution
-    gradients ran these at ~50 GFLOP/s and its kernel gradients far slower (see
-    upsample2_conv3x3).
+    taps' gradient is x's [Cin, B*H*W] times it: the same multiply-adds as the convolution
+    gradients, at matmul speed, which XLA:CPU's convolution gradients do not reach
+    (docs/performance.md).
     """
     x, taps = residuals
     b, h, w, cin = x.shape
@@ -124,13 +123,11 @@ def upsample2_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     x [B, H, W, Cin], kernel [3, 3, Cin, Cout] -> [B, 2H, 2W, Cout]. An output pixel of a
     nearest x2 upsampling followed by a 3x3 "same" convolution sees only 2x2 distinct input
     pixels, so each of the four output parities is a 2x2 convolution of x with summed
-    taps, and the four are interleaved. The same function (up to float rounding: taps are
-    summed before they multiply), 4/9 of the FLOPs, and, the reason it is here: XLA:CPU
-    lowers the kernel gradient of the plain 28x28 convolution very badly (the generator's
-    second convolution at batch 32: 950 ms, 3.9 GFLOP/s). The forward pass is XLA's
-    convolutions (timed faster here than the matmul form); the gradients are matrix
-    products (_parity_convs_bwd). Zero padding at the borders matches: a tap that falls
-    outside the upsampled image falls outside x.
+    taps, and the four are interleaved: the same function (up to float rounding: taps are
+    summed before they multiply) in 4/9 of the FLOPs, and without the 28x28 convolution
+    whose kernel gradient XLA:CPU lowers very slowly. The forward pass is XLA's
+    convolutions, the gradients matrix products (_parity_convs_bwd). Zero padding at the
+    borders matches: a tap that falls outside the upsampled image falls outside x.
     """
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"upsample2_conv3x3 takes a 3x3 kernel, got {kernel.shape[:2]}")
@@ -143,12 +140,10 @@ def conv3x3_few_outputs(x: jax.Array, kernel: jax.Array) -> jax.Array:
     shifted slices: each input pixel times all nine taps ([B*H*W, Cin] x [Cin, 9*Cout]),
     then every output pixel adds the nine products its taps read. Same multiply-adds.
 
-    For the generator's last layer (64 -> 1 channel at 28x28), XLA:CPU's convolution ran at
-    4-5 GFLOP/s, and its gradients as slowly: forward and backward of a batch of 32 took
-    ~11.5 ms in a profiled generator step (29 MFLOP a pass); this form, gradients by plain
-    autodiff, ~3.5 ms. With many output channels the 9*Cout products
-    per pixel would outweigh the saving: there conv_as_matmul (im2col) fits; here its
-    patches would be 9*Cin = 576 wide per pixel against 9*Cout = 9.
+    For the generator's last layer (64 -> 1 channel at 28x28), where XLA:CPU's convolution
+    and its gradients run far below matmul speed. With many output channels the 9*Cout
+    products per pixel would outweigh the saving: there conv_as_matmul (im2col) fits; here
+    its patches would be 9*Cin = 576 wide per pixel against 9*Cout = 9.
     """
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"conv3x3_few_outputs takes a 3x3 kernel, got {kernel.shape[:2]}")
@@ -201,9 +196,8 @@ def conv_as_matmul(
     row) times the kernel as a [kh*kw*Cin, Cout] matrix. The same multiply-adds, forward and
     backward; autodiff makes both gradients matmuls too.
 
-    Why, for the discriminator on CPU: XLA:CPU's convolutions and their gradients on these
-    small grids ran 1.3-2.3x slower than this (its four layers' forward + backward at batch
-    128: 73 ms against 48; batch 32: 22 against 13).
+    For the discriminator on CPU, where XLA:CPU's convolutions and their gradients on these
+    small grids run slower than these matmuls (docs/performance.md).
     """
     nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSIONS)
     dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -12,10 +11,11 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from genjax import data, sharding
+from genjax import sharding
 from genjax.models.dcgan import Discriminator, Generator
 
 PIXEL_RANGE = (-1.0, 1.0)  # The generator ends in tanh.
+EVAL_OUTPUTS = ()  # No per-example output is plotted.
 
 
 class BNTrainState(train_state.TrainState):
@@ -97,114 +97,94 @@ def _discriminator_update(d: BNTrainState, images: jax.Array, label: float, key:
     return d, loss, logits
 
 
-@dataclasses.dataclass(frozen=True)
-class GANSteps:
-    """The iteration, bound to the batch sampling (static, so its jit is built once)."""
-
-    latent_dim: int = 100
-    batch_size: int = 32
-    sampling: str = "random"  # "random": Keras-GAN's randint batches; "epochs": shuffled.
-
-    def batch_indices(self, sample_key, data_key, step: jax.Array, n: int) -> jax.Array:
-        """The iteration's real batch: drawn from its own key, or the step's slot of an epoch."""
-        if self.sampling == "random":
-            # Keras-GAN: np.random.randint(0, n, batch_size), i.e. with replacement.
-            return jax.random.randint(sample_key, (self.batch_size,), 0, n)
-        epoch, position = jnp.divmod(step, n // self.batch_size)
-        perm = data.epoch_permutation(data_key, epoch, n)
-        return jax.lax.dynamic_slice_in_dim(perm, position * self.batch_size, self.batch_size)
-
-    def draws(self, state: GANState, images: jax.Array, step_key, data_key):
-        """The iteration's random inputs, from keys folded with the step: (real, z, keys)."""
-        key = jax.random.fold_in(step_key, state.step)
-        noise_key, sample_key, real_key, fake_key, g_drop_key = jax.random.split(key, 5)
-        idx = self.batch_indices(sample_key, data_key, state.step, images.shape[0])
-        real = data.scale(images[idx], PIXEL_RANGE)
-        z = jax.random.normal(noise_key, (self.batch_size, self.latent_dim))
-        real, z = sharding.constrain_batch((real, z))  # Each device its slice of both.
-        return real, z, (real_key, fake_key, g_drop_key)
-
-    def discriminator_phase(self, state: GANState, real, z, real_key, fake_key):
-        """Keras-GAN's two discriminator updates: real batch (label 1), generated (label 0)."""
-        g, d = state.generator, state.discriminator
-        # Keras-GAN draws the fakes with generator.predict: inference mode, moving BN stats.
-        fake = g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, train=False)
-        d, d_loss_real, logits_real = _discriminator_update(d, real, 1.0, real_key)
-        d, d_loss_fake, logits_fake = _discriminator_update(d, fake, 0.0, fake_key)
-        metrics = {
-            "discriminator_loss": 0.5 * (d_loss_real + d_loss_fake),
-            "discriminator_accuracy": 50.0
-            * (_accuracy(logits_real, 1.0) + _accuracy(logits_fake, 0.0)),
-            "d_real": jnp.mean(jax.nn.sigmoid(logits_real)),
-            "d_fake": jnp.mean(jax.nn.sigmoid(logits_fake)),
-        }
-        return state.replace(discriminator=d), metrics
-
-    def generator_phase(self, state: GANState, z, dropout_key):
-        """Keras-GAN's combined update: the generator through a frozen discriminator (label 1)."""
-        g, d = state.generator, state.discriminator
-
-        def loss_fn(params):
-            generated, g_updates = g.apply_fn(
-                {"params": params, "batch_stats": g.batch_stats},
-                z,  # The same noise, as Keras-GAN's combined.train_on_batch(noise, valid).
-                train=True,
-                mutable=["batch_stats"],
-            )
-            # The discriminator runs in training mode here: BatchNorm normalises with the
-            # batch's own statistics and dropout is on, as in the original Keras 2 code,
-            # where `discriminator.trainable = False` froze the weights but not BN's mode.
-            # TF2 Keras changed that to inference mode (moving statistics), and the TF2 port
-            # of Keras-GAN then stopped converging: moving averages of real-and-fake batches
-            # describe neither, so the generator chases the wrong normalisation. The
-            # statistics this pass computes are thrown away and no gradient reaches the
-            # discriminator's parameters, so both stay exactly as they were.
-            logits, _ = d.apply_fn(
-                {"params": d.params, "batch_stats": d.batch_stats},
-                generated,
-                train=True,
-                rngs={"dropout": dropout_key},
-                mutable=["batch_stats"],
-            )
-            return jnp.mean(_bce(logits, 1.0)), g_updates["batch_stats"]
-
-        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
-        g = g.apply_gradients(grads=grads).replace(batch_stats=stats)
-        return state.replace(generator=g), {"generator_loss": loss}
-
-    def iteration(self, state: GANState, images: jax.Array, step_key, data_key):
-        """One Keras-GAN iteration: D on real, D on generated, then G; (state, metrics).
-
-        images: the whole training split on the device, uint8 [N, 28, 28, C].
-        """
-        real, z, (real_key, fake_key, g_drop_key) = self.draws(state, images, step_key, data_key)
-        state, d_metrics = self.discriminator_phase(state, real, z, real_key, fake_key)
-        state, g_metrics = self.generator_phase(state, z, g_drop_key)
-        return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
-
-    @property
-    def train_step(self):
-        """(state, images, step_key, data_key) -> (state, metrics): one jitted iteration."""
-        return _jitted(self, "train_step")
-
-    @property
-    def train_steps(self):
-        """`num` iterations fused in one lax.scan; metrics come back stacked, [num] each."""
-        return _jitted(self, "train_steps")
-
-    def _scanned(self, state, images, step_key, data_key, num):
-        def body(state, _):
-            return self.iteration(state, images, step_key, data_key)
-
-        return jax.lax.scan(body, state, None, length=num)
+def latent_dim(state: GANState) -> int:
+    """The generator's input size (static: read from its first layer's shape)."""
+    return state.generator.params["Dense_0"]["kernel"].shape[0]
 
 
-@functools.cache
-def _jitted(bound: GANSteps, which: str):
-    """One jitted function per distinct setting (equal GANSteps share it, and its compiles)."""
-    if which == "train_step":
-        return jax.jit(bound.iteration, donate_argnames="state")
-    return jax.jit(bound._scanned, static_argnames="num", donate_argnames="state")
+def draws(state: GANState, batch, key):
+    """The iteration's noise and keys, from the key folded with the step: (real, z, keys)."""
+    key = jax.random.fold_in(key, state.step)
+    noise_key, real_key, fake_key, g_drop_key = jax.random.split(key, 4)
+    real = batch["image"]
+    z = jax.random.normal(noise_key, (real.shape[0], latent_dim(state)))
+    z = sharding.constrain_batch(z)  # Each device its slice, as of the real batch.
+    return real, z, (real_key, fake_key, g_drop_key)
+
+
+def discriminator_phase(state: GANState, real, z, real_key, fake_key):
+    """Keras-GAN's two discriminator updates: real batch (label 1), generated (label 0)."""
+    g, d = state.generator, state.discriminator
+    # Keras-GAN draws the fakes with generator.predict: inference mode, moving BN stats.
+    fake = g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, train=False)
+    d, d_loss_real, logits_real = _discriminator_update(d, real, 1.0, real_key)
+    d, d_loss_fake, logits_fake = _discriminator_update(d, fake, 0.0, fake_key)
+    metrics = {
+        "discriminator_loss": 0.5 * (d_loss_real + d_loss_fake),
+        "discriminator_accuracy": 50.0
+        * (_accuracy(logits_real, 1.0) + _accuracy(logits_fake, 0.0)),
+        "d_real": jnp.mean(jax.nn.sigmoid(logits_real)),
+        "d_fake": jnp.mean(jax.nn.sigmoid(logits_fake)),
+    }
+    return state.replace(discriminator=d), metrics
+
+
+def generator_phase(state: GANState, z, dropout_key):
+    """Keras-GAN's combined update: the generator through a frozen discriminator (label 1)."""
+    g, d = state.generator, state.discriminator
+
+    def loss_fn(params):
+        generated, g_updates = g.apply_fn(
+            {"params": params, "batch_stats": g.batch_stats},
+            z,  # The same noise, as Keras-GAN's combined.train_on_batch(noise, valid).
+            train=True,
+            mutable=["batch_stats"],
+        )
+        # The discriminator runs in training mode, as in the original Keras 2 code, where
+        # `discriminator.trainable = False` froze its weights but not BatchNorm's mode (TF2
+        # Keras switched that to inference mode, and the TF2 port of Keras-GAN stopped
+        # converging). Its statistics from this pass are thrown away and no gradient
+        # reaches its parameters, so both stay exactly as they were.
+        logits, _ = d.apply_fn(
+            {"params": d.params, "batch_stats": d.batch_stats},
+            generated,
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=["batch_stats"],
+        )
+        return jnp.mean(_bce(logits, 1.0)), g_updates["batch_stats"]
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(g.params)
+    g = g.apply_gradients(grads=grads).replace(batch_stats=stats)
+    return state.replace(generator=g), {"generator_loss": loss}
+
+
+@functools.partial(jax.jit, donate_argnames="state")
+def train_step(state: GANState, batch, key):
+    """One Keras-GAN iteration on a batch of real images: D on them, D on as many generated
+    ones, then G; (state, metrics)."""
+    real, z, (real_key, fake_key, g_drop_key) = draws(state, batch, key)
+    state, d_metrics = discriminator_phase(state, real, z, real_key, fake_key)
+    state, g_metrics = generator_phase(state, z, g_drop_key)
+    return state.replace(step=state.step + 1), {**d_metrics, **g_metrics}
+
+
+@jax.jit
+def eval_step(state: GANState, batch, key):
+    """The discriminator on held-out real images and as many generated ones (inference
+    mode), per example [B]: its probability of "real" for each, and whether it is right."""
+    d = state.discriminator
+    z = jax.random.normal(key, (batch["image"].shape[0], latent_dim(state)))
+    fake = generate(state, sharding.constrain_batch(z))
+    variables = {"params": d.params, "batch_stats": d.batch_stats}
+    logits_real = d.apply_fn(variables, batch["image"], train=False)
+    logits_fake = d.apply_fn(variables, fake, train=False)
+    return {
+        "d_real": jax.nn.sigmoid(logits_real),
+        "d_fake": jax.nn.sigmoid(logits_fake),
+        "discriminator_accuracy": 50.0
+        * ((logits_real > 0).astype(jnp.float32) + (logits_fake <= 0).astype(jnp.float32)),
+    }
 
 
 @jax.jit

@@ -102,6 +102,45 @@ def train_steps(
     return run(state, images, labels, step_key, order, start)
 
 
+def draw_indices(data_key, step, *, n: int, batch_size: int, sampling: str) -> jax.Array:
+    """A step's batch when training is counted in iterations, not epochs: drawn at random
+    with replacement (Keras-GAN's np.random.randint) from the data key folded with the step,
+    or ("epochs") the step's slot of its epoch's shuffled order."""
+    if sampling == "random":
+        return jax.random.randint(jax.random.fold_in(data_key, step), (batch_size,), 0, n)
+    epoch, position = jnp.divmod(step, n // batch_size)
+    perm = data.epoch_permutation(data_key, epoch, n)
+    return jax.lax.dynamic_slice_in_dim(perm, position * batch_size, batch_size)
+
+
+def _sampled_step(
+    state, images, labels, step_key, data_key, *, train_step, batch_size, pixel_range, sampling
+):
+    idx = draw_indices(
+        data_key, state.step, n=images.shape[0], batch_size=batch_size, sampling=sampling
+    )
+    return train_step(state, _batch(images, labels, idx, pixel_range), step_key)
+
+
+_SAMPLED = ("train_step", "batch_size", "pixel_range", "sampling")
+
+
+@functools.partial(jax.jit, static_argnames=_SAMPLED, donate_argnames="state")
+def sampled_step(state, images, labels, step_key, data_key, **static):
+    """One step on the batch draw_indices gives it: (state, metrics of scalars)."""
+    return _sampled_step(state, images, labels, step_key, data_key, **static)
+
+
+@functools.partial(jax.jit, static_argnames=(*_SAMPLED, "num_steps"), donate_argnames="state")
+def sampled_steps(state, images, labels, step_key, data_key, *, num_steps: int, **static):
+    """num_steps such steps in one lax.scan: (state, metrics [num_steps] each)."""
+
+    def body(state, _):
+        return _sampled_step(state, images, labels, step_key, data_key, **static)
+
+    return jax.lax.scan(body, state, None, length=num_steps)
+
+
 def _evaluate(state, images, labels, key, *, eval_step, batch_size, pixel_range, outputs, keep):
     n = images.shape[0]
     num_batches = -(-n // batch_size)

@@ -27,18 +27,27 @@ def adam(learning_rate: float) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
 
 
-def create(apply_fn, params, tx: optax.GradientTransformation, **hparams: float) -> TrainState:
-    """A TrainState whose step is a strongly typed int32 array and hparams float32 arrays.
+def create(
+    apply_fn,
+    params,
+    tx: optax.GradientTransformation,
+    cls: type[TrainState] = TrainState,
+    static: dict[str, Any] | None = None,
+    **hparams: float,
+) -> TrainState:
+    """A `cls` state whose step is a strongly typed int32 array and hparams float32 arrays;
+    `static`: the settings a subclass declares as static fields (see VAEState).
 
     TrainState.create stores step as the Python int 0, which jit traces as a weakly typed
     scalar; the step that comes back is a strong int32, so the second dispatch would compile
     the whole fused program again.
     """
-    state = TrainState.create(
+    state = cls.create(
         apply_fn=apply_fn,
         params=params,
         tx=tx,
         hparams={k: jnp.asarray(v, jnp.float32) for k, v in hparams.items()},
+        **(static or {}),
     )
     return state.replace(step=jnp.zeros((), jnp.int32))
 
@@ -47,7 +56,7 @@ def stack(states: list[Any]) -> Any:
     """Trials' states stacked on a new leading axis, in the first state's structure.
 
     The first state's static parts (apply_fn, tx) serve every trial: trials that may be
-    stacked differ only in array values (see loop.Family.vector_fields).
+    stacked differ only in array values (an experiment's VECTOR_FIELDS).
     """
     treedef = jax.tree.structure(states[0])
     leaves = [jax.tree.leaves(s) for s in states]

@@ -1,12 +1,12 @@
-"""The VAE's state, its jitted train/eval steps (bound to the loss settings) and samplers."""
+"""The VAE's state, its jitted train/eval steps and its samplers and pictures."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from genjax import losses
 from genjax.models.autoencoder import VAE
@@ -26,10 +26,29 @@ def init_params(model: VAE, key: jax.Array):
     return model.init({"params": init_key, "latent": latent_key}, dummy)["params"]
 
 
-def create_state(model: VAE, learning_rate: float, beta: float, key: jax.Array) -> TrainState:
-    """Initial parameters, Adam state and the KL weight; module and optimizer bound once."""
+class VAEState(TrainState):
+    """A TrainState plus the loss settings its steps are compiled for: static fields, part of
+    the state's structure (so jit compiles once per setting) and never saved as arrays."""
+
+    likelihood: str = struct.field(pytree_node=False, default="mse")  # "mse" or "bernoulli".
+    dynamic_binarization: bool = struct.field(pytree_node=False, default=False)
+
+
+def create_state(
+    model: VAE,
+    learning_rate: float,
+    beta: float,
+    key: jax.Array,
+    likelihood: str = "mse",
+    dynamic_binarization: bool = False,
+) -> VAEState:
+    """Initial parameters, Adam state, the KL weight (an array, so trials that differ in it
+    train together under vmap) and the loss settings; module and optimizer bound once."""
     params = init_params(model, key)
-    return create_train_state(model.apply, params, adam(learning_rate), beta=beta)
+    static = {"likelihood": likelihood, "dynamic_binarization": dynamic_binarization}
+    return create_train_state(
+        model.apply, params, adam(learning_rate), cls=VAEState, static=static, beta=beta
+    )
 
 
 def reconstruction_loss(likelihood: str, x: jax.Array, logits: jax.Array) -> jax.Array:
@@ -44,63 +63,39 @@ def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
     return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class VAESteps:
-    """Train and eval steps bound to one loss setting (static, so each jit is built once).
-
-    The KL weight beta is not among them: it is state.hparams["beta"], an array, so trials
-    that differ only in beta share one compiled step (and can be vmapped together).
-    """
-
-    likelihood: str = "mse"  # "mse" (the report's) or "bernoulli".
-    dynamic_binarization: bool = False
-
-    def _terms(self, params, state, batch, key):
-        bin_key, latent_key = jax.random.split(key)
-        x = batch["image"]
-        if self.dynamic_binarization:
-            x = binarize(bin_key, x)
-        logits, z_mean, z_log_var = state.apply_fn(
-            {"params": params}, x, rngs={"latent": latent_key}
-        )
-        recon = reconstruction_loss(self.likelihood, x, logits)
-        kl = losses.gaussian_kl(z_mean, z_log_var)
-        loss = recon + state.hparams["beta"] * kl
-        return {"loss": loss, "reconstruction_loss": recon, "kl_loss": kl}, z_mean
-
-    def _train_step(self, state, batch, key):
-        """One Adam step on the batch mean of reconstruction + beta * KL."""
-        key = jax.random.fold_in(key, state.step)
-
-        def loss_fn(params):
-            terms, _ = self._terms(params, state, batch, key)
-            return jnp.mean(terms["loss"]), terms
-
-        grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
-        metrics = {k: jnp.mean(v) for k, v in terms.items()}
-        return state.apply_gradients(grads=grads), metrics
-
-    def _eval_step(self, state, batch, key):
-        """Per-example loss, reconstruction and KL, [B] each (one z sample each), and the
-        posterior mean z_mean [B, latent_dim] (EVAL_OUTPUTS)."""
-        terms, z_mean = self._terms(state.params, state, batch, key)
-        return terms | {"z_mean": z_mean}
-
-    @property
-    def train_step(self):
-        return _jitted(self, "train")
-
-    @property
-    def eval_step(self):
-        return _jitted(self, "eval")
+def _terms(params, state: VAEState, batch, key):
+    """Per-example loss terms [B] (one z sample each) and the posterior means."""
+    bin_key, latent_key = jax.random.split(key)
+    x = batch["image"]
+    if state.dynamic_binarization:
+        x = binarize(bin_key, x)
+    logits, z_mean, z_log_var = state.apply_fn({"params": params}, x, rngs={"latent": latent_key})
+    recon = reconstruction_loss(state.likelihood, x, logits)
+    kl = losses.gaussian_kl(z_mean, z_log_var)
+    loss = recon + state.hparams["beta"] * kl
+    return {"loss": loss, "reconstruction_loss": recon, "kl_loss": kl}, z_mean
 
 
-@functools.cache
-def _jitted(bound: VAESteps, which: str):
-    """One jitted function per distinct setting (equal VAESteps share it, and its compiles)."""
-    if which == "train":
-        return jax.jit(bound._train_step, donate_argnames="state")
-    return jax.jit(bound._eval_step)
+@functools.partial(jax.jit, donate_argnames="state")
+def train_step(state: VAEState, batch, key):
+    """One Adam step on the batch mean of reconstruction + beta * KL."""
+    key = jax.random.fold_in(key, state.step)
+
+    def loss_fn(params):
+        terms, _ = _terms(params, state, batch, key)
+        return jnp.mean(terms["loss"]), terms
+
+    grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
+    metrics = {k: jnp.mean(v) for k, v in terms.items()}
+    return state.apply_gradients(grads=grads), metrics
+
+
+@jax.jit
+def eval_step(state: VAEState, batch, key):
+    """Per-example loss, reconstruction and KL, [B] each (one z sample each), and the
+    posterior mean z_mean [B, latent_dim] (EVAL_OUTPUTS)."""
+    terms, z_mean = _terms(state.params, state, batch, key)
+    return terms | {"z_mean": z_mean}
 
 
 @jax.jit

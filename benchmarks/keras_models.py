@@ -1,5 +1,5 @@
 """The benchmark's Keras side: the same three models as the report trains them, in Keras 3 on
-TensorFlow (the report's framework), for `experiments.benchmark --compare=keras`.
+TensorFlow (the report's framework), for `python -m benchmarks.run --compare=keras`.
 
 Not a genjax dependency: TensorFlow comes with tensorflow-datasets here; elsewhere
 `pip install tensorflow-cpu keras` (or `tensorflow` on a GPU machine). The models match
@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from experiments.benchmark import timed  # noqa: E402
+from benchmarks.timing import timed  # noqa: E402
 
 
 def _autoencoder(latent_dim: int = 2) -> keras.Model:

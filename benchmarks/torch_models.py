@@ -1,5 +1,5 @@
 """The benchmark's PyTorch side: the same three models, trained the way a PyTorch user would,
-for `experiments.benchmark --compare=torch`.
+for `python -m benchmarks.run --compare=torch`.
 
 Not a genjax dependency (PyPI's default torch wheel brings the CUDA stack): for the CPU
 benchmark, `pip install torch --index-url https://download.pytorch.org/whl/cpu`. The models
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from experiments.benchmark import timed
+from benchmarks.timing import timed
 
 # Keras's BatchNormalization(momentum=0.8, epsilon=1e-3): PyTorch's momentum is 1 - Keras's.
 _BN = dict(momentum=0.2, eps=1e-3)

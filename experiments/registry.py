@@ -1,0 +1,29 @@
+"""Every experiment by name: what sweeps, evaluations and the benchmark look up.
+
+Each is a module with the same parts: NAME, Config, IDENTITY, VECTOR_FIELDS, load_data,
+create_state(config, dataset, key), train(configs, early_stops), evaluate(config, state,
+dataset) and comparison(config, state, dataset) (None where it is not swept).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jax
+
+from experiments import autoencoder, classifier, dcgan, vae
+from genjax import data, run
+
+EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (autoencoder, vae, dcgan, classifier)}
+
+
+def restore(workdir: str | Path) -> tuple[ModuleType, Any, Any]:
+    """(experiment, config, state) of a run folder's newest intact checkpoint, without
+    training or data; safe beside a live trainer."""
+    configs = {name: m.Config for name, m in EXPERIMENTS.items()}
+    name, config, _ = run.read_finished(workdir, configs)
+    experiment = EXPERIMENTS[name]
+    template = experiment.create_state(config, data.dataset_info(config.dataset), jax.random.key(0))
+    return experiment, config, run.restore_finished(workdir, template)
