@@ -25,6 +25,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import jax
 
@@ -55,15 +56,15 @@ class BenchmarkConfig:
     # Steps per timed dispatch; 0 = the experiments' defaults (steps_per_dispatch 500 for the
     # autoencoder and VAE, gen_interval 50 for the DCGAN).
     dispatch_steps: int = 0
-    dataset: str = "fashion_mnist"
-    data_dir: str = ""
-    data_source: str = "auto"
+    dataset: str = "fashion_mnist"  # The images the timed steps train on: fashion_mnist, mnist.
+    data_dir: str = ""  # A tfds data folder or a folder of the four IDX files; "" = defaults.
+    data_source: Literal["auto", "tfds", "idx"] = "auto"  # Where the data comes from.
     out: str = ""  # "" = runs/benchmark/<backend>.json
     # Also time the same models in other frameworks, where installed: "keras" (TensorFlow
     # backend, the report's), "torch"; comma-separated. Their ratios are printed.
     compare: str = ""
-    # Rounds: in each, every case runs once in genjax and then in each --compare framework
-    # (interleaved, so a machine that slows down mid-run affects both sides); the medians
+    # Rounds: in each, every case runs once in genjax and then in each --compare framework,
+    # interleaved so that a machine that slows down mid-run affects both sides; the medians
     # are reported.
     repeats: int = 1
     # Also run each model's experiment with W&B offline at its default intervals and report

@@ -49,10 +49,11 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
     states = [create_state(c, dataset.info, run.keys(c.seed).init) for c in configs]
     total = epochs.total_steps(config, dataset)
     shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
+    shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
     _, latent_labels = dataset.fixed_test_examples(config.latent_points)
 
     def pictures(config, state, epoch, outputs):
-        recon = steps.reconstruct(state, jax.device_put(data.scale(shown, steps.PIXEL_RANGE)))
+        recon = steps.reconstruct(state, shown_x)
         panel = images.reconstruction_grid(shown, images.to_uint8(jax.device_get(recon)))
         # The codes of the first latent_points test images, from this epoch's validation pass.
         png, scatter = images.latent_plots(

@@ -21,6 +21,7 @@ from genjax.evaluation.feature_net import (  # noqa: F401 (this experiment's par
     create_state,
     evaluate,
     load_data,
+    steps,
     train,
 )
 

@@ -1,11 +1,13 @@
 """Writes docs/config.md: every entry point's --help, so the reference never goes stale.
 
-python -m experiments.config_reference        # tests/test_docs.py checks it is current
+python -m experiments.config_reference           # writes it
+python -m experiments.config_reference --check   # exits 2 if it is stale (tests do this)
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import sys
@@ -17,7 +19,9 @@ from experiments.evaluate import EvaluateConfig
 from experiments.sweep import RunnerConfig
 from experiments.vae_sample import SampleConfig
 from genjax import cli
+from genjax.config import ConfigError
 
+PROG = "python -m experiments.config_reference"
 PATH = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 ENTRY_POINTS = [
     *((f"experiments.{name}", m.Config) for name, m in registry.EXPERIMENTS.items()),
@@ -28,12 +32,28 @@ ENTRY_POINTS = [
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class ReferenceConfig:
+    """Writes docs/config.md from every entry point's --help."""
+
+    check: bool = False  # Only compare: an error if docs/config.md is not current.
+
+    def validate(self) -> None:
+        pass
+
+
 def help_text(module: str, config_cls) -> str:
-    """What `python -m MODULE --help` prints, at a fixed width."""
+    """What `python -m MODULE --help` prints, at a fixed width (the same on every terminal)."""
+    out, columns = io.StringIO(), os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        cli.parse(config_cls, ["--help"], prog=f"python -m {module}")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            cli.parse(config_cls, ["--help"], prog=f"python -m {module}")
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
     return "\n".join(line.rstrip() for line in out.getvalue().strip().splitlines())
 
 
@@ -51,10 +71,20 @@ def reference() -> str:
     return "\n".join(parts) + "\n"
 
 
-def main() -> int:
-    PATH.write_text(reference())
+def write(config: ReferenceConfig) -> None:
+    text = reference()
+    if config.check:
+        if not PATH.exists() or PATH.read_text() != text:
+            raise ConfigError(f"{PATH} is stale: run {PROG}")
+        print(f"{PATH} is current")
+        return
+    PATH.write_text(text)
     print(f"written to {PATH}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.main(lambda: write(cli.parse(ReferenceConfig, argv, prog=PROG)))
 
 
 if __name__ == "__main__":

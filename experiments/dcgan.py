@@ -77,7 +77,8 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
     def figures(config, state):
         return evaluate(config, state, dataset, quality)
 
-    with run.open(NAME, configs, [state], IDENTITY, dataset, total, early_stops) as (r,):
+    prepare = quality.prepare if quality is not None else None
+    with run.open(NAME, configs, [state], IDENTITY, dataset, total, early_stops, prepare) as (r,):
         summary = iterations.train(
             r,
             dataset,

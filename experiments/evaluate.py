@@ -43,10 +43,10 @@ class EvaluateConfig:
 def evaluate(config: EvaluateConfig) -> dict:
     workdir = Path(config.workdir).resolve()
     out = Path(config.out) if config.out else workdir / "evaluation.json"
+    experiment, run_config, state = registry.restore(workdir)  # First: is it a run at all?
     # Checked on every process before anything is computed (only the first one writes).
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise ConfigError(f"--out={out}: cannot write there ({out.parent} is no writable folder)")
-    experiment, run_config, state = registry.restore(workdir)
     overrides = {"progress": config.progress}
     for name, unset in (("eval_samples", -1), ("feature_net", "")):
         value = getattr(config, name)

@@ -1,8 +1,9 @@
 """Every experiment by name: what sweeps, evaluations and the benchmark look up.
 
-Each is a module with the same parts: NAME, Config, IDENTITY, VECTOR_FIELDS, load_data,
-create_state(config, dataset, key), train(configs, early_stops), evaluate(config, state,
-dataset) and comparison(config, state, dataset) (None where it is not swept).
+Each is a module with the same parts: NAME, Config, IDENTITY, VECTOR_FIELDS, steps (its
+genjax.steps module, which the benchmark times), load_data(config), create_state(config,
+info, key), train(configs, early_stops), evaluate(config, state, dataset) and
+comparison(config, state, dataset) (None where it is not swept).
 """
 
 from __future__ import annotations

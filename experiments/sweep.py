@@ -41,12 +41,14 @@ PROG = "python -m experiments.sweep FILE.yaml"
 
 @dataclasses.dataclass(frozen=True)
 class RunnerConfig:
-    """The runner's own flags; every other --field=value goes to the trials."""
+    """Runs the trials of a W&B sweep file here and compares them. These are the runner's
+    own flags; every other --field=value goes to every trial (see `python -m
+    experiments.NAME --help` for the experiment's)."""
 
     count: int = 0  # Trials to run (or resume) now; 0 = until the sweep ends.
-    workdir: str = ""  # "" = runs/sweeps/<sweep name>
+    workdir: str = ""  # The sweep's folder (trials in DIR/trial-NNN); "" = runs/sweeps/<name>.
     sweep_seed: int = 0  # Seeds the random and bayes suggestions (not the trials' --seed).
-    vectorize: bool = False
+    vectorize: bool = False  # Train trials that differ only in values as one vmapped program.
 
     def validate(self) -> None:
         if self.count < 0:
@@ -57,6 +59,8 @@ class RunnerConfig:
 
 def split_args(argv: list[str]) -> tuple[str, RunnerConfig, list[str]]:
     """FILE, the runner's flags, and the flags for every trial."""
+    if "--help" in argv or "-h" in argv:
+        cli.parse(RunnerConfig, ["--help"], prog=PROG)  # Prints the runner's flags; exits.
     if not argv or argv[0].startswith("--"):
         raise ConfigError("usage: python -m experiments.sweep FILE.yaml [--count N] [--field=v]")
     runner_names = {f.name for f in dataclasses.fields(RunnerConfig)}
@@ -368,7 +372,7 @@ class SweepRunner:
         self.summary_run_id = self.summary_run_id or wandb_logging.new_run_id()
         self.summary_step += 1
         self._write_state()
-        wandb_run = wandb_logging.Run(
+        wandb_run = wandb_logging.Session(
             directory=self.workdir / "summary",
             config={**self.identity, "sweep_id": self.sweep_id},
             mode=self.base.wandb_mode,

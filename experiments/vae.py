@@ -121,7 +121,8 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
         return evaluate(config, state, dataset, quality)
 
     reports = quality is not None or _reports_likelihood(config)
-    with run.open(NAME, configs, states, IDENTITY, dataset, total, early_stops) as runs:
+    prepare = quality.prepare if quality is not None else None
+    with run.open(NAME, configs, states, IDENTITY, dataset, total, early_stops, prepare) as runs:
         return epochs.train(
             runs,
             dataset,

@@ -87,8 +87,11 @@ def _rule(info: tyro.constructors.PrimitiveTypeInfo):
     )
 
 
-def parse(config_cls: type[C], argv: Sequence[str], prog: str | None = None) -> C:
-    """A validated config from `--field=value` flags; `--help` prints them all and exits 0."""
+def parse(
+    config_cls: type[C], argv: Sequence[str], prog: str | None = None, validate: bool = True
+) -> C:
+    """A validated config from `--field=value` flags; `--help` prints them all and exits 0.
+    validate=False converts the flags' types only (the other fields may not fit them yet)."""
     booleans = {f.name for f in dataclasses.fields(config_cls) if f.type in (bool, "bool")}
     seen, args = set(), list(argv)
     for i, arg in enumerate(args):
@@ -116,7 +119,8 @@ def parse(config_cls: type[C], argv: Sequence[str], prog: str | None = None) -> 
         if not e.code:  # --help, printed.
             raise
         raise ConfigError(_one_line(errors.getvalue())) from None
-    config.validate()
+    if validate:
+        config.validate()
     return config
 
 

@@ -173,7 +173,7 @@ class VAEConfig(EpochConfig):
     likelihood: Literal["mse", "bernoulli"] = "mse"
     beta: float = 1.0  # Weight of the KL term.
     # Binarized pixels, as likelihood papers use: "dynamic" resamples every training batch
-    # (the test split is binarized once), "fixed" binarizes both splits once.
+    # and binarizes the test split once, "fixed" binarizes both splits once.
     binarize: Literal["none", "dynamic", "fixed"] = "none"
     num_reconstructions: int = 32  # Fixed test images shown with their reconstructions.
     num_generated: int = 32  # Images decoded from the same z ~ N(0, I) every epoch.

@@ -156,14 +156,14 @@ class Run:
     checkpoints: Checkpoints
     state: Any  # The latest intact checkpoint's, or the initial state.
     record: dict[str, Any]  # That checkpoint's record ({} for a new run).
-    wandb: wandb_logging.Run | None
+    wandb: wandb_logging.Session | None
     stop: _SignalFlag
     early_stop: EarlyStop | None = None
     summary: dict[str, Any] | None = None  # Once finished (or found finished).
     failure: str = ""  # Set when this run stopped on its own (a NaN) while others go on.
     stopped_early: bool = False  # Set when early_stop asked this run to end.
     # The last W&B step logged: a checkpoint records it, and a resume makes W&B hold every
-    # step up to it (wandb_logging.Run.restore_history).
+    # step up to it (wandb_logging.Session.restore_history).
     logged_step: int = 0
     logging_s: float = 0.0  # Seconds the loop spent making pictures and handing over rows.
     started: float = dataclasses.field(default_factory=time.perf_counter)
@@ -216,6 +216,14 @@ class Run:
         self.logging_s += time.perf_counter() - start
         self.logged_step = step
 
+    def timed(self, make: Callable[..., Any], *args: Any) -> Any:
+        """make(*args), its seconds counted as logging (time/logging_share): for pictures."""
+        start = time.perf_counter()
+        try:
+            return make(*args)
+        finally:
+            self.logging_s += time.perf_counter() - start
+
     def ask_early_stop(self, step: int, metrics: Mapping[str, Any]) -> bool:
         """Shows a row to a sweep's early_stop; remembers a request to stop."""
         if self.early_stop is not None and not self.stopped_early:
@@ -266,10 +274,14 @@ def open(  # noqa: A001 (the module's verb: run.open)
     dataset: data.Dataset,
     total_steps: int,
     early_stops: Sequence[EarlyStop | None] | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> Iterator[list[Run]]:
     """The runs of `configs`, each restored into its initial state (see the module's
     docstring). A run already at total_steps is not trained again: its summary is read
-    back, and its W&B run finished if a kill had left it open."""
+    back, and its W&B run finished if a kill had left it open.
+
+    `prepare` (say, loading the FID feature network) runs once the workdirs are checked and
+    before W&B starts, only if a run is left to train: its failure costs no training."""
     early_stops = early_stops or [None] * len(configs)
     with contextlib.ExitStack() as stack:  # Each workdir is this process's until the end.
         stop = stack.enter_context(_SignalFlag())
@@ -279,14 +291,24 @@ def open(  # noqa: A001 (the module's verb: run.open)
                 runs.append(_restore(name, config, state, identity, stop, stack))
                 runs[-1].early_stop = early_stop
                 runs[-1].data_source = dataset.source
+
+            def complete(r):
+                return int(r.state.step) >= total_steps or r.record.get("early_terminated")
+
             _align_steps([r for r in runs if int(r.state.step) < total_steps])
+            if prepare is not None and not all(complete(r) for r in runs):
+                prepare()
             for r in runs:
-                if int(r.state.step) >= total_steps or r.record.get("early_terminated"):
+                if complete(r):
                     _already_complete(r, dataset)
                 else:
                     r.wandb = _start_wandb(r, dataset)
-        except BaseException:
+                    r.started = time.perf_counter()  # time/wall_s: training, not W&B's start.
+        except BaseException as e:
             for r in runs:
+                if r.wandb is not None:  # Started before another run's start failed.
+                    r.wandb.summary({"failure": f"{type(e).__name__}: {e}"})
+                    r.wandb.finish(exit_code=1)
                 r.checkpoints.close()
             raise
         try:
@@ -326,15 +348,15 @@ def _restore(name, config, state, identity, stop, stack) -> Run:
     workdirs.check_workdir(workdir, config.min_free_disk_mb)
     # The processes of one run share its workdir: the first owns it, the others learn
     # whether it could, so that a refused run ends on every host.
-    refused = ""
+    refused, busy = "", False
     if sharding.is_main_process():
         try:
             stack.enter_context(workdirs.owned(workdir))
         except ConfigError as e:
-            refused = str(e)
-    refused = sharding.from_first_process(refused)
+            refused, busy = str(e), isinstance(e, workdirs.WorkdirBusy)
+    refused, busy = sharding.from_first_process([refused, busy])
     if refused:
-        raise workdirs.WorkdirBusy(refused)
+        raise (workdirs.WorkdirBusy if busy else ConfigError)(refused)
     checkpoints = Checkpoints(workdir, config.max_to_keep)
     try:
         state = sharding.replicate(state)
@@ -370,7 +392,7 @@ def _restore(name, config, state, identity, stop, stack) -> Run:
     return run
 
 
-def _start_wandb(r: Run, dataset: data.Dataset) -> wandb_logging.Run:
+def _start_wandb(r: Run, dataset: data.Dataset) -> wandb_logging.Session:
     """The run's W&B run: the one its earlier processes logged to, holding once each step
     they logged up to its checkpoint."""
     config = r.config
@@ -380,7 +402,7 @@ def _start_wandb(r: Run, dataset: data.Dataset) -> wandb_logging.Run:
         # Recorded before W&B starts: a process killed while it starts continues this run.
         wandb_id = r.record["wandb_run_id"] = wandb_logging.new_run_id()
         workdirs.write_run_file(r.workdir, experiment=r.name, wandb_run_id=wandb_id)
-    session = wandb_logging.Run(
+    session = wandb_logging.Session(
         directory=r.workdir,
         config={**config.to_dict(), "experiment": r.name, "data_source": dataset.source},
         # Several hosts: one W&B run, from the first (the others' metrics are the same
@@ -414,6 +436,8 @@ def _already_complete(r: Run, dataset: data.Dataset) -> None:
     summary_path = r.workdir / "summary.json"
     print(f"{r.workdir} is already complete at step {int(r.state.step)}: {summary_path}")
     r.summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if "wandb_run" in r.summary:
+        print(final_table(r.name, r.summary, r.workdir))
     if _wandb_unfinished(r):
         session = _start_wandb(r, dataset)
         session.summary({k: v for k, v in r.summary.items() if k not in SUMMARY_PLACES})

@@ -218,7 +218,8 @@ def _check_parameter(where, experiment, name, p, types, config_cls) -> None:
         raise SweepError(f"{where}: parameter {name}: values must be a non-empty list")
     for value in [p["value"]] if "value" in p else p.get("values", []):
         try:
-            cli.parse(config_cls, [f"--{name}={format_value(value)}"])
+            # The type only: a value may need another swept or fixed setting to be valid.
+            cli.parse(config_cls, [f"--{name}={format_value(value)}"], validate=False)
         except ConfigError as e:
             raise SweepError(f"{where}: parameter {name}: {e}") from None
     for key in ("min", "max", "mu", "sigma", "q", "a", "b"):

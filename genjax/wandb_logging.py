@@ -92,7 +92,7 @@ def choose_mode(requested: str) -> str:
     return "offline"
 
 
-class Run:
+class Session:
     """A W&B run under `directory`; the experiment's only handle on W&B."""
 
     def __init__(

@@ -225,6 +225,9 @@ def test_too_few_or_too_many_eval_samples_are_refused_before_training(tmp_path, 
 def test_evaluating_what_is_not_a_run_is_a_clear_error(tmp_path, capsys, feature_net):
     assert evaluate_main.main([f"--workdir={tmp_path}"]) == 2
     assert "holds no checkpoints/" in capsys.readouterr().err
+    # The folder is the first thing wrong, whatever else is.
+    assert evaluate_main.main([f"--workdir={tmp_path}", "--out=/no/such/dir/x.json"]) == 2
+    assert "holds no checkpoints/" in capsys.readouterr().err
     assert evaluate_main.main([]) == 2
     assert "--workdir is required" in capsys.readouterr().err
     # A feature network's own figures: real training images scored as a generator would be.

@@ -15,6 +15,7 @@ from experiments import dcgan as dcgan_experiment
 from experiments import evaluate as evaluate_main
 from genjax import wandb_logging
 from genjax.checkpoint import Checkpoints
+from tests.conftest import write_idx_dataset
 
 KEYS = [
     "train/discriminator_loss",
@@ -150,3 +151,28 @@ def test_sigterm_stops_within_an_image_interval_with_a_checkpoint(tmp_path):
     stopped_at = int(err.split("stopped at step ")[1].split()[0])
     assert 0 < stopped_at < 1000  # Not held until the first image point.
     assert Checkpoints(workdir, read_only=True).latest_step() == stopped_at
+
+
+def test_a_wrong_feature_network_is_refused_before_training(
+    wandb_home, tmp_path, capsys, feature_net
+):
+    """--feature_net is loaded before the first step: a wrong one costs no training and
+    leaves neither a checkpoint nor a W&B run behind."""
+    small = write_idx_dataset(tmp_path / "data", n_train=64, n_test=40)
+    workdir = tmp_path / "gan"
+    argv = [
+        "--dataset=mnist",  # The feature network was trained on Fashion-MNIST.
+        f"--data_dir={small}",
+        "--data_source=idx",
+        f"--workdir={workdir}",
+        "--wandb_mode=offline",
+        "--iterations=4",
+        "--eval_samples=20",
+        "--eval_batch_size=16",
+        "--batch_size=16",
+        f"--feature_net={feature_net}",
+        "--progress=false",
+    ]
+    assert dcgan_experiment.main(argv) == 2
+    assert "not a feature network of 'mnist'" in capsys.readouterr().err
+    assert not list(workdir.glob("checkpoints/*")) and not (workdir / "wandb").exists()

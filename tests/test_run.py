@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 import jax
@@ -58,7 +60,6 @@ def test_a_run_ends_with_a_table_of_its_figures_and_where_everything_is():
         "checkpoints   /w/checkpoints",
         "summary.json  /w/summary.json",
     ]
-    assert "{" not in table  # No raw JSON on the terminal.
 
 
 def test_an_epoch_is_the_full_batches_of_the_training_split_capped_for_smoke_runs():
@@ -73,3 +74,86 @@ def test_gan_segments_end_at_image_evaluation_and_checkpoint_points():
     config = DCGANConfig(iterations=10, gen_interval=4, eval_interval=5, checkpoint_interval=0)
     assert iterations.segments(config, 0) == [(0, 4), (4, 1), (5, 3), (8, 2)]
     assert iterations.segments(config, 5) == [(5, 3), (8, 2)]  # Resumed at a point.
+    quiet = dataclasses.replace(config, val_examples=0, eval_samples=0)  # Nothing to evaluate.
+    assert iterations.segments(quiet, 0) == [(0, 4), (4, 4), (8, 2)]
+
+
+def test_a_validation_smaller_than_one_batch_is_refused():
+    from genjax import data
+
+    images = np.zeros((40, 28, 28, 1), np.uint8)
+    split = data.Split(images, np.zeros(40, np.int32))
+    dataset = data.Dataset(data.dataset_info("fashion_mnist"), split, split, "test")
+    config = DCGANConfig(batch_size=8, val_examples=30, eval_batch_size=500)
+    with pytest.raises(ConfigError, match="--val_examples=30 is less than one batch of 40"):
+        iterations.total_steps(config, dataset)
+    assert iterations.total_steps(dataclasses.replace(config, val_examples=40), dataset) > 0
+
+
+def _tiny_autoencoder(tmp_path, **overrides):
+    from experiments import autoencoder
+    from tests.conftest import write_idx_dataset
+
+    small = write_idx_dataset(tmp_path / "data", n_train=64, n_test=40)
+    config = AutoencoderConfig(
+        data_dir=str(small),
+        data_source="idx",
+        workdir=str(tmp_path / "run"),
+        epochs=2,
+        batch_size=16,
+        eval_batch_size=20,
+        latent_points=40,
+        wandb_mode="disabled",
+        progress=False,
+        **overrides,
+    )
+    dataset = autoencoder.load_data(config)
+    state = autoencoder.create_state(config, dataset.info, run.keys(config.seed).init)
+    total = epochs.total_steps(config, dataset)
+    return autoencoder, config, dataset, state, total
+
+
+def test_prepare_runs_before_training_only_and_pictures_count_as_logging(tmp_path, capsys):
+    """run.open's prepare runs once before a run trains and never for a finished one; the
+    seconds spent drawing pictures are part of time/logging_share."""
+    from genjax.steps import autoencoder as steps
+
+    experiment, config, dataset, state, total = _tiny_autoencoder(tmp_path)
+    prepared, nap = [], 0.4
+
+    def pictures(config, state, epoch, outputs):
+        time.sleep(nap)
+        return {}
+
+    def open_run():
+        return run.open(
+            experiment.NAME, [config], [state], experiment.IDENTITY, dataset, total,
+            prepare=lambda: prepared.append(len(list(Path(config.workdir).glob("checkpoints/*")))),
+        )  # fmt: skip
+
+    with open_run() as runs:
+        (summary,) = epochs.train(runs, dataset, steps, pictures=pictures)
+    assert prepared == [0]  # Once, before the first checkpoint.
+    assert summary["time/logging_share"] * summary["time/wall_s"] >= 2 * nap
+    table = capsys.readouterr().out
+    assert "autoencoder done in" in table and "\n  val/loss  " in table  # The final table.
+
+    with open_run() as runs:
+        (again,) = epochs.train(runs, dataset, steps, pictures=pictures)
+    assert prepared == [0] and again == summary
+    out = capsys.readouterr().out
+    assert "is already complete at step 8" in out and table in out  # The same ending.
+
+
+def test_a_failing_prepare_leaves_no_trace_but_the_lock(tmp_path):
+    experiment, config, dataset, state, total = _tiny_autoencoder(tmp_path)
+
+    def prepare():
+        raise ConfigError("no feature network")
+
+    with pytest.raises(ConfigError, match="no feature network"):
+        with run.open(experiment.NAME, [config], [state], experiment.IDENTITY, dataset, total,
+                      prepare=prepare):  # fmt: skip
+            pytest.fail("the run must not start")
+    workdir = Path(config.workdir)
+    assert not list(workdir.glob("checkpoints/*")) and not list(workdir.glob("*.json"))

@@ -157,7 +157,7 @@ def test_evaluate_refuses_an_output_the_eval_step_does_not_return(small):
 
 
 def test_evaluate_refuses_an_unnamed_per_example_output(small):
-    with pytest.raises(ValueError, match=r"'z' has shape \(32, 2\).*eval_outputs"):
+    with pytest.raises(ValueError, match=r"'z' has shape \(32, 2\).*EVAL_OUTPUTS"):
         fused.evaluate(
             _state(),
             small.images[:40],

@@ -96,6 +96,21 @@ def test_grid_enumerates_exactly_the_product(tmp_path):
     assert all(t["latent_activation"] == "relu" for t in trials)
 
 
+def test_values_valid_only_beside_other_settings_load(tmp_path):
+    """A value is checked for its type when the file loads, not against the defaults:
+    iwae_samples=50 is refused beside the default --iwae_chunk=100, not beside chunk 50."""
+    spec = _spec(
+        "vae",
+        method="grid",
+        parameters={"iwae_chunk": {"value": 50}, "iwae_samples": {"values": [50, 150]}},
+    )
+    trials = _all(sweeps.load(_write(tmp_path, spec), CONFIGS))
+    assert sorted(t["iwae_samples"] for t in trials) == [50, 150]
+    spec["parameters"]["iwae_samples"] = {"values": [50, "many"]}
+    with pytest.raises(sweeps.SweepError, match="parameter iwae_samples: .*'many'"):
+        sweeps.load(_write(tmp_path, spec), CONFIGS)
+
+
 def test_random_draws_follow_their_distributions_and_repeat_from_the_seed(tmp_path):
     spec = _spec(
         "vae",

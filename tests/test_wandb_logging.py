@@ -47,7 +47,7 @@ def test_unreachable_server_falls_back_to_offline(wandb_home, monkeypatch, tmp_p
     # A closed port on loopback: the online start fails, the run goes on offline.
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    run = wandb_logging.Run(directory=tmp_path, config={"a": 1}, mode="online", init_timeout=3)
+    run = wandb_logging.Session(directory=tmp_path, config={"a": 1}, mode="online", init_timeout=3)
     assert run.mode == "offline"
     run.log(1, {"train/loss": 0.5})
     run.finish()
@@ -57,7 +57,7 @@ def test_unreachable_server_falls_back_to_offline(wandb_home, monkeypatch, tmp_p
 
 
 def test_offline_run_reads_back_with_images_and_scatter(wandb_home, tmp_path):
-    run = wandb_logging.Run(directory=tmp_path, config={"latent_dim": 2}, mode="offline")
+    run = wandb_logging.Session(directory=tmp_path, config={"latent_dim": 2}, mode="offline")
     scatter = images.Scatter(np.array([[0.0, 1.0], [2.0, 3.0]]), ["a", "b"], "t")
     for step in (1, 2):
         run.log(
@@ -81,7 +81,7 @@ def test_offline_run_reads_back_with_images_and_scatter(wandb_home, tmp_path):
 def test_pictures_render_and_log_off_the_training_thread_in_order(wandb_home, tmp_path):
     """log() hands rows to one worker thread: Deferred pictures render there, each is also
     saved to save_dir, and every step reaches W&B in order before summary/finish."""
-    run = wandb_logging.Run(directory=tmp_path, config={}, mode="offline")
+    run = wandb_logging.Session(directory=tmp_path, config={}, mode="offline")
     rendered_on = []
     release = threading.Event()
 
@@ -130,13 +130,13 @@ def test_the_journal_keeps_rows_in_order_and_survives_a_torn_line(tmp_path):
 def test_a_resumed_run_never_logs_again_a_step_wandb_holds(wandb_home, tmp_path):
     """An earlier process logged steps 1 and 2 (its checkpoint was made after step 1): the
     resumed process redoes step 2, which W&B already holds, then logs 3."""
-    first = wandb_logging.Run(
+    first = wandb_logging.Session(
         directory=tmp_path, config={}, mode="offline", journal=tmp_path / "rows.jsonl"
     )
     for step in (1, 2):
         first.log(step, {"x": float(step)})
     first.finish()
-    again = wandb_logging.Run(
+    again = wandb_logging.Session(
         directory=tmp_path,
         config={},
         mode="offline",
@@ -160,7 +160,7 @@ KILLED_AFTER_LOGGING = """
 import os, signal, sys
 import numpy as np
 from genjax import wandb_logging
-run = wandb_logging.Run(directory=sys.argv[1], config={}, mode="offline",
+run = wandb_logging.Session(directory=sys.argv[1], config={}, mode="offline",
                         journal=os.path.join(sys.argv[1], "rows.jsonl"))
 print(run.id, flush=True)
 picture = np.full((8, 8, 1), 200, np.uint8)
@@ -186,7 +186,7 @@ def test_rows_wandb_lost_to_a_kill_are_logged_again_with_their_pictures(wandb_ho
     (earlier,) = wandb_logging.find_run_dirs(tmp_path)
     lost = {1, 2} - wandb_logging.read_history(earlier)["steps"]
     assert lost, "W&B wrote the rows before the kill: nothing to log again"
-    resumed = wandb_logging.Run(
+    resumed = wandb_logging.Session(
         directory=tmp_path,
         config={},
         mode="offline",
@@ -210,7 +210,7 @@ def test_rows_wandb_lost_to_a_kill_are_logged_again_with_their_pictures(wandb_ho
 def test_a_failing_picture_costs_only_itself_and_finish_waits_for_the_worker(
     wandb_home, tmp_path, capsys
 ):
-    run = wandb_logging.Run(directory=tmp_path, config={}, mode="offline")
+    run = wandb_logging.Session(directory=tmp_path, config={}, mode="offline")
 
     def broken():
         raise RuntimeError("no font")
@@ -231,7 +231,28 @@ def test_a_failing_picture_costs_only_itself_and_finish_waits_for_the_worker(
 
 
 def test_disabled_run_is_a_no_op(wandb_home, tmp_path):
-    run = wandb_logging.Run(directory=tmp_path, config={}, mode="disabled")
+    run = wandb_logging.Session(directory=tmp_path, config={}, mode="disabled")
     run.log(1, {"x": 1.0})
     run.finish()
     assert run.dir == "" and wandb_logging.find_run_dirs(tmp_path) == []
+
+
+def test_run_folders_are_found_oldest_first_with_wandbs_suffixes(tmp_path):
+    """W&B names a second folder of one run in the same second `run-TIME-ID-1`: still that
+    run's, after the first; other runs, folders without a log and links are left out."""
+    names = [
+        "offline-run-20261202_101500-abc123-1",
+        "offline-run-20261202_101500-abc123",
+        "offline-run-20261202_091500-abc123",
+        "run-20261202_111500-other9",
+        "offline-run-20261202_121500-abc123-2",
+    ]
+    for name in names:
+        folder = tmp_path / "wandb" / name
+        folder.mkdir(parents=True)
+        (folder / f"run-{name.split('-')[-1]}.wandb").write_bytes(b"")
+    (tmp_path / "wandb" / "offline-run-20261202_131500-abc123").mkdir()  # No log yet.
+    (tmp_path / "wandb" / "latest-run").symlink_to(tmp_path / "wandb" / names[0])
+    found = [p.name for p in wandb_logging.find_run_dirs(tmp_path, "abc123")]
+    assert found == [names[2], names[1], names[0], names[4]]
+    assert len(wandb_logging.find_run_dirs(tmp_path)) == 5

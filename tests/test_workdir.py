@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,3 +55,25 @@ def test_the_lock_of_a_killed_owner_is_taken_over(tmp_path):
     with owned(tmp_path):
         assert f'"pid": {os.getpid()}' in (tmp_path / LOCK_NAME).read_text()
     assert time.monotonic() - start < 5
+
+
+def test_a_filesystem_without_locks_is_named_as_such_not_as_busy(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from genjax import run
+    from genjax.config import AutoencoderConfig, ConfigError
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match="cannot be locked .*file locks") as caught:
+        with owned(tmp_path):
+            pytest.fail("a lock that cannot be taken must not be held")
+    assert not isinstance(caught.value, WorkdirBusy)
+    # The run layer passes it on as it is: the advice is to move, not to wait.
+    config = AutoencoderConfig(workdir=str(tmp_path / "run"), wandb_mode="disabled")
+    with pytest.raises(ConfigError, match="cannot be locked") as caught:
+        run._restore("autoencoder", config, None, (), None, contextlib.ExitStack())
+    assert not isinstance(caught.value, WorkdirBusy)

@@ -112,6 +112,7 @@ class FeatureNet:
     workdir: Path
     state: Any
     accuracy: float  # Its test accuracy: val/accuracy of its summary.json.
+    dataset: str  # What it was trained on: it measures only images of that dataset.
 
     def features(self, images: jax.Array) -> jax.Array:
         """Float images [B, 28, 28, C] in [0, 1] -> features [B, 128]."""
@@ -136,6 +137,15 @@ def _read(workdir: Path) -> tuple[dict | None, dict | None]:
     return record, summary
 
 
+def _check_identity(workdir: Path, experiment: str | None, trained_on: str | None, wanted: str):
+    if experiment != NAME or trained_on != wanted:
+        raise ConfigError(
+            f"--feature_net={workdir} holds a {experiment!r} run on {trained_on!r}, not a "
+            f"feature network of {wanted!r}; point --feature_net at one (or at an empty "
+            "folder, to train one there)"
+        )
+
+
 def load(config) -> FeatureNet:
     """The FID feature network of config.dataset, in --feature_net (default
     runs/feature_nets/<dataset>). Trained there first when missing, or finished when a
@@ -143,16 +153,12 @@ def load(config) -> FeatureNet:
     """
     workdir = Path(config.feature_net or default_workdir(config.dataset)).resolve()
     if workdir in _LOADED:
+        _check_identity(workdir, NAME, _LOADED[workdir].dataset, config.dataset)
         return _LOADED[workdir]
     record, summary = _read(workdir)
     if record is not None:
         trained_on = record.get("config", {}).get("dataset")
-        if record.get("experiment") != NAME or trained_on != config.dataset:
-            raise ConfigError(
-                f"--feature_net={workdir} holds a {record.get('experiment')!r} run on "
-                f"{trained_on!r}, not a feature network of {config.dataset!r}; point "
-                "--feature_net at one (or at an empty folder, to train one there)"
-            )
+        _check_identity(workdir, record.get("experiment"), trained_on, config.dataset)
     # summary.json is written just before the final checkpoint: finished means both.
     if summary is None or record is None or record.get("step") != summary.get("step"):
         if record is not None:  # Interrupted: finish it with the settings it started with.
@@ -185,7 +191,7 @@ def load(config) -> FeatureNet:
     _, net_config, _ = run.read_finished(workdir, {NAME: Config})
     info = data.dataset_info(net_config.dataset)
     state = run.restore_finished(workdir, create_state(net_config, info, jax.random.key(0)))
-    net = FeatureNet(workdir, state, float(summary["val/accuracy"]))
+    net = FeatureNet(workdir, state, float(summary["val/accuracy"]), net_config.dataset)
     print(f"eval/fid features: {workdir} (test accuracy {net.accuracy:.2%})", file=sys.stderr)
     _LOADED[workdir] = net
     return net

@@ -32,14 +32,19 @@ Pictures = Callable[[Any, Any, int, Mapping[str, np.ndarray]], Mapping[str, Mapp
 Evaluate = Callable[[Any, Any], Mapping[str, float]]
 
 
-def steps_per_epoch(config, num_train: int) -> int:
-    """Full batches per pass over the training split (the remainder is dropped: static shapes)."""
+def check_batch_size(config, num_train: int) -> None:
+    """A training batch fits the training split and divides among the devices."""
     if config.batch_size > num_train:
         raise ConfigError(
             f"--batch_size={config.batch_size} is larger than the training split "
             f"({num_train} examples); use a smaller batch"
         )
     sharding.check_batch(config.batch_size)
+
+
+def steps_per_epoch(config, num_train: int) -> int:
+    """Full batches per pass over the training split (the remainder is dropped: static shapes)."""
+    check_batch_size(config, num_train)
     full = num_train // config.batch_size
     cap = getattr(config, "steps_per_epoch", 0)  # Only epoch-trained experiments cap it.
     return min(full, cap) if cap else full
@@ -162,7 +167,9 @@ def _train(runs, dataset, steps, pictures, keep, evaluate) -> None:
                         continue
                 if i == 0:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if "/" in k})
-                shown = pictures(r.config, run_state, epoch + 1, outputs) if pictures else {}
+                shown = (
+                    r.timed(pictures, r.config, run_state, epoch + 1, outputs) if pictures else {}
+                )
                 if not last and (epoch + 1) % config.scatter_table_interval:
                     # Native W&B scatters every scatter_table_interval epochs and at the end
                     # (their PNGs every epoch): see the config field.

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from genjax import data, sharding
 from genjax.config import ConfigError, IterationConfig
-from genjax.loops.epochs import Evaluate
+from genjax.loops.epochs import Evaluate, check_batch_size
 from genjax.run import Run, check_finite, stop_if_signalled
 from genjax.steps import fused
 
@@ -34,21 +34,29 @@ ReportLine = Callable[[int, Mapping[str, float]], str]
 
 def total_steps(config: IterationConfig, dataset: data.Dataset) -> int:
     """The run's length in iterations; checks the batch sizes against the data."""
-    if config.batch_size > len(dataset.train):
+    check_batch_size(config, len(dataset.train))
+    eval_batch = min(config.eval_batch_size, len(dataset.test))
+    sharding.check_batch(eval_batch, "--eval_batch_size")
+    if config.val_examples and min(config.val_examples, len(dataset.test)) < eval_batch:
         raise ConfigError(
-            f"--batch_size={config.batch_size} is larger than the training split "
-            f"({len(dataset.train)} examples); use a smaller batch"
+            f"--val_examples={config.val_examples} is less than one batch of {eval_batch} "
+            "test images (--eval_batch_size), so val/* would be empty; use 0 (none) or at "
+            f"least {eval_batch}, or a smaller --eval_batch_size"
         )
-    sharding.check_batch(config.batch_size)
-    sharding.check_batch(min(config.eval_batch_size, len(dataset.test)), "--eval_batch_size")
     return config.iterations
 
 
+def evaluating(config: IterationConfig) -> bool:
+    """Whether eval_interval points compute anything (val/*, or FID and its kin)."""
+    return bool(config.val_examples or getattr(config, "eval_samples", 0))
+
+
 def segments(config: IterationConfig, start: int) -> list[tuple[int, int]]:
-    """(start, length) segments from `start`: edges at image, evaluation and checkpoint
-    points and the end."""
+    """(start, length) segments from `start`: edges at image, evaluation (if any) and
+    checkpoint points and the end."""
     total, edges = config.iterations, {config.iterations}
-    for every in (config.gen_interval, config.eval_interval, config.checkpoint_interval):
+    eval_every = config.eval_interval if evaluating(config) else 0
+    for every in (config.gen_interval, eval_every, config.checkpoint_interval):
         if every:
             edges |= set(range(every, total, every))
     out, a = [], start
@@ -107,8 +115,8 @@ def _train(run, dataset, steps, pictures, evaluate, report_line) -> None:
                     continue
                 last_row, shown, figures = row, None, {}
                 if n == step and pictures is not None and is_point(n, config.gen_interval):
-                    shown = pictures(config, state, n)
-                if n == step and is_point(n, config.eval_interval):
+                    shown = run.timed(pictures, config, state, n)
+                if n == step and evaluating(config) and is_point(n, config.eval_interval):
                     figures = _validation(state, dataset.test, keys, config, steps)
                     if evaluate is not None:
                         figures |= {k: float(v) for k, v in evaluate(config, state).items()}

@@ -160,7 +160,7 @@ def _evaluate(state, images, labels, key, *, eval_step, batch_size, pixel_range,
             if v.shape != mask.shape:
                 raise ValueError(
                     f"eval_step's {k!r} has shape {v.shape}, not [batch] {mask.shape}: name "
-                    "a per-example output in the family's eval_outputs to keep it unaveraged"
+                    "a per-example output in the steps module's EVAL_OUTPUTS to keep it whole"
                 )
         sums = {k: jnp.sum(v * mask) for k, v in metrics.items()}
         if totals is not None:
