@@ -38,7 +38,7 @@ from genjax.config import ConfigError
 MODELS = ("autoencoder", "vae", "dcgan")  # The report's three, timed by default.
 _ROOT = Path(__file__).resolve().parents[1]
 # Framework -> (the module that must be importable, how to install it); the models are in
-# benchmarks/FRAMEWORK_models.py.
+# benchmarks/FRAMEWORK_models.py or benchmarks/FRAMEWORK_<model>.py (framework_module).
 FRAMEWORKS = {
     "keras": ("tensorflow", "pip install tensorflow-cpu keras (GPU: tensorflow)"),
     "torch": ("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu"),
@@ -119,8 +119,16 @@ class BenchmarkConfig:
             raise ConfigError(f"--out={self.out}: must name a .json file")
 
 
+def framework_module(framework: str, name: str) -> str:
+    """Where a model's FRAMEWORK side lives: benchmarks/FRAMEWORK_NAME.py for a family that
+    has its own (each later family its file), else benchmarks/FRAMEWORK_models.py (the
+    report's three)."""
+    own = f"benchmarks.{framework}_{name}"
+    return own if importlib.util.find_spec(own) is not None else f"benchmarks.{framework}_models"
+
+
 def _other_case(framework: str, name: str, batch: int, config: BenchmarkConfig) -> dict:
-    other = importlib.import_module(f"benchmarks.{framework}_models")
+    other = importlib.import_module(framework_module(framework, name))
     dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
     images = dataset.train.images.astype("float32") / 255.0
     steps = cases.steps_per_dispatch(name, config)

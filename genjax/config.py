@@ -112,6 +112,11 @@ class IterationConfig(BaseConfig):
         )
         _non_negative(self, "val_examples")
 
+    def draw_size(self) -> int:
+        """Training images one iteration draws: a batch, unless the family's iteration takes
+        several (WGAN-GP's critic updates) or fewer (a half batch of real images)."""
+        return self.batch_size
+
 
 def _positive(config: BaseConfig, *names: str) -> None:
     for name in names:
@@ -230,6 +235,109 @@ class DCGANConfig(IterationConfig):
         _check_sample_quality(self)
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class CVAEConfig(VAEConfig):
+    """The report's VAE conditioned on the class: a one-hot label joins the encoder's input
+    and the latent code (Kingma et al. 2014, M2-style conditioning)."""
+
+    class_columns: int = 8  # Columns of generated_by_class: one fixed z per column.
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "class_columns")
+
+
+@dataclasses.dataclass(frozen=True)
+class CGANConfig(IterationConfig):
+    """Keras-GAN's conditional GAN (cgan.py): a label embedding multiplied into the noise and
+    into the image, MLP generator and discriminator."""
+
+    iterations: int = 10000  # Training iterations, as Keras-GAN's cgan.py.
+    gen_interval: int = 200  # Iterations between image grids and checkpoints (save_interval).
+    learning_rate: float = 2e-4  # Adam's, for both networks, as Keras-GAN.
+    beta1: float = 0.5  # Adam's first-moment decay, for both networks, as Keras-GAN.
+    latent_dim: int = 100  # Size of the generator's noise input.
+    class_columns: int = 8  # Columns of generated_by_class: one fixed noise vector per column.
+    # Generated and test images behind eval/fid, eval/precision, eval/recall and
+    # eval/class_accuracy; 0 = none.
+    eval_samples: int = 10000
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "latent_dim", "class_columns")
+        _check_sample_quality(self)
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"--batch_size={self.batch_size}: must be at least 2 (the discriminator "
+                "trains on half a batch of real and half a batch of generated images)"
+            )
+
+    def draw_size(self) -> int:
+        return self.batch_size // 2  # Keras-GAN's half_batch of real images.
+
+
+@dataclasses.dataclass(frozen=True)
+class WGANGPConfig(IterationConfig):
+    """Keras-GAN's WGAN-GP (wgan_gp.py): a critic without sigmoid, n_critic critic updates
+    per generator update, a gradient penalty on random interpolates, RMSprop."""
+
+    iterations: int = 30000  # Generator updates, as Keras-GAN's wgan_gp.py.
+    gen_interval: int = 100  # Iterations between image grids and checkpoints (sample_interval).
+    learning_rate: float = 5e-5  # RMSprop's, for both networks, as Keras-GAN.
+    latent_dim: int = 100  # Size of the generator's noise input.
+    n_critic: int = 5  # Critic updates per generator update, each on its own real batch.
+    gp_weight: float = 10.0  # Weight of the gradient penalty (lambda of Gulrajani et al.).
+    # Generated and test images behind eval/fid, eval/precision, eval/recall; 0 = none.
+    eval_samples: int = 10000
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "latent_dim", "n_critic")
+        _check_sample_quality(self)
+        if self.gp_weight < 0:
+            raise ConfigError(f"--gp_weight={self.gp_weight}: must be 0 or more")
+
+    def draw_size(self) -> int:
+        return self.batch_size * self.n_critic  # One real batch per critic update.
+
+
+@dataclasses.dataclass(frozen=True)
+class AAEConfig(IterationConfig):
+    """Keras-GAN's adversarial autoencoder (aae.py): a discriminator on the latent code pushes
+    the codes toward the prior."""
+
+    iterations: int = 20000  # Training iterations, as Keras-GAN's aae.py.
+    gen_interval: int = 200  # Iterations between pictures and checkpoints (sample_interval).
+    learning_rate: float = 2e-4  # Adam's, for all three networks, as Keras-GAN.
+    beta1: float = 0.5  # Adam's first-moment decay, as Keras-GAN.
+    latent_dim: int = 10  # Size of the latent code (Keras-GAN: 10; 2 for the scatter).
+    hidden_dim: int = 512  # Width of the encoder's and decoder's hidden layers.
+    # The prior the codes are pushed toward: N(0, I), or a mixture of 10 Gaussians (the AAE
+    # paper's figure).
+    prior: Literal["gaussian", "mixture"] = "gaussian"
+    # Weights of the reconstruction (MSE) and adversarial terms, as Keras-GAN's loss_weights.
+    recon_weight: float = 0.999
+    adversarial_weight: float = 0.001
+    num_reconstructions: int = 32  # Fixed test images shown with their reconstructions.
+    latent_points: int = 5000  # Test images encoded for the latent-space plots.
+    # Generated and test images behind eval/fid, eval/precision, eval/recall; 0 = none.
+    eval_samples: int = 10000
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "latent_dim", "hidden_dim", "num_reconstructions")
+        _at_least_two(self, "latent_points")
+        _check_sample_quality(self)
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
+        _non_negative(self, "recon_weight", "adversarial_weight")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -246,3 +246,32 @@ def test_the_feature_scatter_names_features_not_latent_codes():
     shown = feature_net.feature_pictures(ClassifierConfig(), tuple("abcdefghij"), labels, features)
     scatter = shown["scatters"]["feature_space_scatter"]
     assert scatter.title.startswith(f"feature space, PCA of {FEATURE_DIM}-D features (")
+
+
+def test_class_accuracy_of_a_conditional_generator():
+    """A generator that draws the class it is asked for scores 1; one that ignores the label
+    scores 1/10, and 0 for its worst class. Each class is asked for equally often."""
+    levels = 20.0  # Class c is drawn as a flat image of grey level 20 c (exact in uint8).
+
+    def net(images):  # Reads the class back from the grey level.
+        c = jnp.round(jnp.mean(images, axis=(1, 2, 3)) * 255 / levels).astype(jnp.int32)
+        return images.reshape(images.shape[0], -1)[:, :4], jax.nn.one_hot(c, 10)
+
+    def obedient(i, labels):
+        return jnp.broadcast_to((labels * levels / 255)[:, None, None, None], (50, 28, 28, 1))
+
+    def stubborn(i, labels):
+        return obedient(i, jnp.zeros_like(labels))
+
+    feats, wanted, predicted = sample_quality.conditional_features(
+        net, obedient, 130, 50, 10, (0.0, 1.0)
+    )
+    assert feats.shape == (130, 4) and np.bincount(wanted).tolist() == [13] * 10
+    np.testing.assert_array_equal(predicted, wanted)
+    assert sample_quality.class_accuracy(wanted, predicted, 10) == {
+        "eval/class_accuracy": 1.0,
+        "eval/class_accuracy_worst": 1.0,
+    }
+    _, wanted, predicted = sample_quality.conditional_features(net, stubborn, 130, 50, 10, (0, 1))
+    scores = sample_quality.class_accuracy(wanted, predicted, 10)
+    assert scores == {"eval/class_accuracy": 0.1, "eval/class_accuracy_worst": 0.0}

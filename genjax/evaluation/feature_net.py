@@ -118,6 +118,10 @@ class FeatureNet:
         """Float images [B, 28, 28, C] in [0, 1] -> features [B, 128]."""
         return steps.features(self.state, images)
 
+    def features_and_logits(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Float images [B, 28, 28, C] in [0, 1] -> (features [B, 128], logits [B, classes])."""
+        return steps.features_and_logits(self.state, images)
+
 
 # Per process, by workdir: a sweep's trials and an evaluation's reruns load it once.
 _LOADED: dict[Path, FeatureNet] = {}
@@ -238,6 +242,25 @@ class SampleQuality:
         generated = sample_quality.features_of_samples(
             self.net.features, sample, self.num, EVAL_BATCH, pixel_range
         )
+        return self._figures(generated)
+
+    def conditional(
+        self,
+        sample: sample_quality.ConditionalSampleFn,
+        num_classes: int,
+        pixel_range: Sequence[float],
+    ) -> dict[str, float]:
+        """As calling it, for a class-conditional generator: sample(i, labels) draws batch i
+        of the classes sample_quality.requested_labels gives (every class in turn), and
+        eval/class_accuracy and eval/class_accuracy_worst are added."""
+        self.prepare()
+        generated, wanted, predicted = sample_quality.conditional_features(
+            self.net.features_and_logits, sample, self.num, EVAL_BATCH, num_classes, pixel_range
+        )
+        accuracy = sample_quality.class_accuracy(wanted, predicted, num_classes)
+        return self._figures(generated) | accuracy
+
+    def _figures(self, generated: np.ndarray) -> dict[str, float]:
         return {
             **sample_quality.scores(self.reference, generated),
             "eval/samples": self.num,

@@ -24,6 +24,8 @@ from genjax.evaluation import precision_recall as pr_lib
 FeatureFn = Callable[[jax.Array], jax.Array]
 # Batch index -> float images [B, H, W, C] in the model's pixel range (a generator's output).
 SampleFn = Callable[[int], jax.Array]
+# (batch index, labels [B]) -> images of those classes, as SampleFn (a conditional generator).
+ConditionalSampleFn = Callable[[int, jax.Array], jax.Array]
 
 NEIGHBOURS = 3  # k of Kynkaanniemi et al. (2019): their recommended value.
 
@@ -72,6 +74,52 @@ def features_of_samples(
         out.append(features_of_uint8(feature_fn, pixels[:take], batch_size))
         done, i = done + take, i + 1
     return np.concatenate(out)
+
+
+def requested_labels(i: int, batch_size: int, num_classes: int) -> jax.Array:
+    """The classes asked of a conditional generator in batch i: every class in turn, so
+    N samples hold each class N / num_classes times (the test split's balance)."""
+    return (jnp.arange(batch_size, dtype=jnp.int32) + i * batch_size) % num_classes
+
+
+def conditional_features(
+    features_and_logits: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    sample: ConditionalSampleFn,
+    num: int,
+    batch_size: int,
+    num_classes: int,
+    pixel_range: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features [num, D], requested labels [num], predicted labels [num]) of num images
+    from a conditional generator, through the same quantization as features_of_samples."""
+    feats, wanted, predicted, done, i = [], [], [], 0, 0
+    while done < num:
+        labels = requested_labels(i, batch_size, num_classes)
+        pixels = quantize(sample(i, labels), tuple(pixel_range))
+        f, logits = features_and_logits(data.scale(pixels, (0.0, 1.0)))
+        take = min(num - done, pixels.shape[0])
+        f, logits, labels = jax.device_get((f, logits, labels))
+        feats.append(np.asarray(f)[:take])
+        wanted.append(np.asarray(labels)[:take])
+        predicted.append(np.argmax(logits, -1)[:take])
+        done, i = done + take, i + 1
+    return (
+        np.concatenate(feats).astype(np.float32),
+        np.concatenate(wanted),
+        np.concatenate(predicted),
+    )
+
+
+def class_accuracy(wanted: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict[str, float]:
+    """eval/class_accuracy: the share of generated images the feature network assigns to the
+    class they were asked for; eval/class_accuracy_worst: that share for the worst class."""
+    per_class = [
+        np.mean(predicted[wanted == c] == c) for c in range(num_classes) if (wanted == c).any()
+    ]
+    return {
+        "eval/class_accuracy": float(np.mean(predicted == wanted)),
+        "eval/class_accuracy_worst": float(min(per_class)),
+    }
 
 
 @dataclasses.dataclass(frozen=True)

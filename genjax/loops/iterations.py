@@ -35,6 +35,12 @@ ReportLine = Callable[[int, Mapping[str, float]], str]
 def total_steps(config: IterationConfig, dataset: data.Dataset) -> int:
     """The run's length in iterations; checks the batch sizes against the data."""
     check_batch_size(config, len(dataset.train))
+    sharding.check_batch(config.draw_size())  # The images each iteration draws, too.
+    if config.sampling == "epochs" and config.draw_size() > len(dataset.train):
+        raise ConfigError(
+            f"one iteration draws {config.draw_size()} training images, more than the "
+            f"{len(dataset.train)} of the training split; use a smaller --batch_size"
+        )
     eval_batch = min(config.eval_batch_size, len(dataset.test))
     sharding.check_batch(eval_batch, "--eval_batch_size")
     if config.val_examples and min(config.val_examples, len(dataset.test)) < eval_batch:
@@ -153,7 +159,7 @@ def segment_runner(config: IterationConfig, steps, train_split, keys, stop):
     arrays = (train_split.images, train_split.labels, keys.step, keys.data)
     static = dict(
         train_step=steps.train_step,
-        batch_size=config.batch_size,
+        batch_size=config.draw_size(),
         pixel_range=steps.PIXEL_RANGE,
         sampling=config.sampling,
     )

@@ -67,3 +67,9 @@ def eval_step(state, batch, key):
 def features(state, images):
     """Images [B, 28, 28, C] in [0, 1] -> penultimate-layer features [B, 128]."""
     return state.apply_fn({"params": state.params}, images, method="features")
+
+
+@jax.jit
+def features_and_logits(state, images):
+    """Images [B, 28, 28, C] in [0, 1] -> (features [B, 128], class logits [B, classes])."""
+    return state.apply_fn({"params": state.params}, images, method="features_and_logits")
