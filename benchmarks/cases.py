@@ -60,9 +60,12 @@ def case(name: str, batch: int, bench) -> dict:
     else:
         dispatch, box = _segments(state, split, keys, steps, config, length)
     first, per_dispatch, calls = timed(dispatch, bench.seconds)
+    # The images one step takes: an iteration may draw more or fewer than a batch (WGAN-GP's
+    # n_critic batches, the CGAN's half batch).
+    drawn = batch if isinstance(config, EpochConfig) else config.draw_size()
     example = {
-        "image": jnp.zeros((batch, *dataset.info.image_shape), jnp.float32),
-        "label": jnp.zeros((batch,), jnp.int32),
+        "image": jnp.zeros((drawn, *dataset.info.image_shape), jnp.float32),
+        "label": jnp.zeros((drawn,), jnp.int32),
     }
     step = (box["state"], example, keys.step)
     step_flops = flops.count(steps.train_step, *step)

@@ -132,10 +132,8 @@ def _time_fit(model, images, batch: int, steps: int, seconds: float) -> tuple[fl
     return first, per
 
 
-def _time_gan(batch: int, seconds: float, images, jit: bool) -> tuple[float, float]:
-    """Keras-GAN's dcgan.py iteration: (first two iterations' seconds, steady seconds per
-    iteration). Timed per iteration, not per `steps`, since one iteration with XLA on can
-    take seconds here."""
+def gan_iteration(batch: int, images, jit: bool):
+    """(iteration, generator, discriminator): Keras-GAN's dcgan.py iteration as a call."""
     optimizer = keras.optimizers.Adam(2e-4, 0.5)
     discriminator = _discriminator()
     discriminator.compile(
@@ -159,10 +157,22 @@ def _time_gan(batch: int, seconds: float, images, jit: bool) -> tuple[float, flo
         # same images and was measured ~50 ms faster per iteration at batch 32 (predict
         # sets up a data pipeline per call), so the comparison keeps the faster Keras.
         generated = generator(noise, training=False)
+        # Keras 3 reads `trainable` when a model trains, not when it is compiled as Keras 2
+        # did: left False, the discriminator's own updates would change nothing.
+        discriminator.trainable = True
         discriminator.train_on_batch(real, valid)
         discriminator.train_on_batch(generated, fake)
+        discriminator.trainable = False
         combined.train_on_batch(noise, valid)
 
+    return iteration, generator, discriminator
+
+
+def _time_gan(batch: int, seconds: float, images, jit: bool) -> tuple[float, float]:
+    """Keras-GAN's dcgan.py iteration: (first two iterations' seconds, steady seconds per
+    iteration). Timed per iteration, not per `steps`, since one iteration with XLA on can
+    take seconds here."""
+    iteration, _, _ = gan_iteration(batch, images, jit)
     # Two warm-up iterations: the first traces and compiles, the second warms the second label.
     first, per, _ = timed(iteration, seconds, warmup=2, min_calls=3)
     return first, per

@@ -14,10 +14,12 @@ from typing import Any
 
 import jax
 
-from experiments import autoencoder, classifier, dcgan, vae
+from experiments import aae, autoencoder, cgan, classifier, cvae, dcgan, vae, wgan_gp
 from genjax import data, run
 
-EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in (autoencoder, vae, dcgan, classifier)}
+EXPERIMENTS: dict[str, ModuleType] = {
+    m.NAME: m for m in (autoencoder, vae, dcgan, classifier, cvae, aae, cgan, wgan_gp)
+}
 
 
 def restore(workdir: str | Path) -> tuple[ModuleType, Any, Any]:

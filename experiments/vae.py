@@ -120,7 +120,7 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
     def figures(config, state):
         return evaluate(config, state, dataset, quality)
 
-    reports = quality is not None or _reports_likelihood(config)
+    reports = quality is not None or reports_likelihood(config)
     prepare = quality.prepare if quality is not None else None
     with run.open(NAME, configs, states, IDENTITY, dataset, total, early_stops, prepare) as runs:
         return epochs.train(
@@ -133,7 +133,7 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
         )
 
 
-def _reports_likelihood(config: Config) -> bool:
+def reports_likelihood(config: Config) -> bool:
     """A Bernoulli bound is a log-likelihood only of binary data: grey pixels get none."""
     return config.likelihood == "bernoulli" and config.binarize != "none"
 
@@ -146,7 +146,7 @@ def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict
     decoded means estimate the grey levels that the binarization draws from."""
     key = run.keys(config.seed).evaluation
     figures = {}
-    if _reports_likelihood(config):
+    if reports_likelihood(config):
         n = min(config.iwae_examples or len(dataset.test), len(dataset.test))
         test_x = data.scale(jax.device_put(dataset.test.images[:n]), steps.PIXEL_RANGE)
         bounds = likelihood.vae_test_bounds(

@@ -314,6 +314,8 @@ class AAEConfig(IterationConfig):
 
     iterations: int = 20000  # Training iterations, as Keras-GAN's aae.py.
     gen_interval: int = 200  # Iterations between pictures and checkpoints (sample_interval).
+    # No convolutions: fused (lax.scan) on every backend, measured faster than the loop on CPU.
+    fuse: Literal["auto", "scan", "loop"] = "scan"
     learning_rate: float = 2e-4  # Adam's, for all three networks, as Keras-GAN.
     beta1: float = 0.5  # Adam's first-moment decay, as Keras-GAN.
     latent_dim: int = 10  # Size of the latent code (Keras-GAN: 10; 2 for the scatter).
@@ -326,18 +328,35 @@ class AAEConfig(IterationConfig):
     adversarial_weight: float = 0.001
     num_reconstructions: int = 32  # Fixed test images shown with their reconstructions.
     latent_points: int = 5000  # Test images encoded for the latent-space plots.
+    # Points of the native W&B scatter (a wandb.Table); the PNG scatter shows every point.
+    scatter_table_points: int = 1000
+    # Native W&B scatters at the image points that are multiples of this many iterations
+    # (each a W&B artifact), and at the end; the PNG at every image point.
+    scatter_table_interval: int = 2000
     # Generated and test images behind eval/fid, eval/precision, eval/recall; 0 = none.
     eval_samples: int = 10000
     feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
 
     def validate(self) -> None:
         super().validate()
-        _positive(self, "latent_dim", "hidden_dim", "num_reconstructions")
+        _positive(
+            self,
+            "latent_dim",
+            "hidden_dim",
+            "num_reconstructions",
+            "scatter_table_points",
+            "scatter_table_interval",
+        )
         _at_least_two(self, "latent_points")
         _check_sample_quality(self)
         if not 0 <= self.beta1 < 1:
             raise ConfigError(f"--beta1={self.beta1}: must be in [0, 1)")
         _non_negative(self, "recon_weight", "adversarial_weight")
+        if self.prior == "mixture" and self.latent_dim < 2:
+            raise ConfigError(
+                f"--latent_dim={self.latent_dim}: the mixture prior's components lie on a "
+                "circle, in at least 2 dimensions; use --latent_dim=2 or more"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,6 +35,18 @@ def _adam(learning_rate: float, beta1: float) -> optax.GradientTransformation:
     return optax.adam(learning_rate, b1=beta1)
 
 
+def network_state(module, variables, tx: optax.GradientTransformation) -> BNTrainState:
+    """One network's parameters, optimizer state and BatchNorm statistics ({} without BN)."""
+    state = BNTrainState.create(
+        apply_fn=module.apply,
+        params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}),
+        tx=tx,
+    )
+    # A strong int32 step, or the second call compiles the iteration again.
+    return state.replace(step=jnp.zeros((), jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_variables(generator: Generator, discriminator: Discriminator, key: jax.Array):
     g_key, d_key = jax.random.split(key)
@@ -52,21 +64,10 @@ def create_state(
 ) -> GANState:
     """Both networks with Adam(learning_rate, beta1), as Keras-GAN (2e-4, 0.5)."""
     g_vars, d_vars = _init_variables(generator, discriminator, key)
-
-    def net(module, variables):
-        state = BNTrainState.create(
-            apply_fn=module.apply,
-            params=variables["params"],
-            batch_stats=variables["batch_stats"],
-            tx=_adam(learning_rate, beta1),
-        )
-        # A strong int32 step, or the second call compiles the iteration again.
-        return state.replace(step=jnp.zeros((), jnp.int32))
-
     return GANState(
         step=jnp.zeros((), jnp.int32),
-        generator=net(generator, g_vars),
-        discriminator=net(discriminator, d_vars),
+        generator=network_state(generator, g_vars, _adam(learning_rate, beta1)),
+        discriminator=network_state(discriminator, d_vars, _adam(learning_rate, beta1)),
     )
 
 
