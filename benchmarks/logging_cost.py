@@ -20,7 +20,7 @@ def case(name: str, bench) -> dict:
     extra = bench.logging_flags.split()
     if any(f.startswith(("--epochs=", "--iterations=")) for f in extra):
         length = []
-    evaluation = [] if name == "autoencoder" else ["--eval_samples=0"]
+    evaluation = ["--eval_samples=0"]
     flags = [*length, *evaluation, *extra]
     with tempfile.TemporaryDirectory() as tmp:
         argv = [

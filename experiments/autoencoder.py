@@ -3,6 +3,9 @@
     python -m experiments.autoencoder --latent_dim=2 --epochs=20 --wandb_mode=offline
 
 Running the same command again with the same --workdir resumes from its last checkpoint.
+At the end it is also scored as a generator, as the VAE is: images decoded from a Gaussian
+(mean and full covariance) fitted to the training split's codes, with eval/fid,
+eval/precision and eval/recall beside eval/recon_mse.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 import sys
 
 import jax
+import numpy as np
 
 from genjax import cli, data, images, run
 from genjax.config import AutoencoderConfig as Config
+from genjax.evaluation import fid
+from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
 from genjax.loops import epochs
 from genjax.models.autoencoder import Autoencoder
 from genjax.steps import autoencoder as steps
@@ -51,6 +57,13 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
     shown, _ = dataset.fixed_test_examples(config.num_reconstructions)
     shown_x = jax.device_put(data.scale(shown, steps.PIXEL_RANGE))
     _, latent_labels = dataset.fixed_test_examples(config.latent_points)
+    fitted = {}  # The end's Gaussian, by (workdir, step): its evaluation and picture share it.
+
+    def gaussian(config, state):
+        key = (config.workdir, int(state.step))
+        if key not in fitted:
+            fitted[key] = code_gaussian(config, state, dataset)
+        return fitted[key]
 
     def pictures(config, state, epoch, outputs):
         recon = steps.reconstruct(state, shown_x)
@@ -60,35 +73,84 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
             outputs["z"], latent_labels, dataset.info.class_names, config.scatter_table_points
         )
         caption = f"epoch {epoch}: odd rows are test images, even rows their reconstructions"
-        return {
-            "images": {"reconstructions": (panel, caption), "latent_space": png},
-            "scatters": {"latent_space_scatter": scatter},
-        }
+        shown_pictures = {"reconstructions": (panel, caption), "latent_space": png}
+        if epoch == config.epochs:
+            shown_pictures["generated_images"] = generated_picture(
+                config, state, gaussian(config, state)
+            )
+        return {"images": shown_pictures, "scatters": {"latent_space_scatter": scatter}}
 
-    with run.open(NAME, configs, states, IDENTITY, dataset, total, early_stops) as runs:
+    quality = SampleQuality(config, dataset) if config.eval_samples else None
+
+    def figures(config, state):
+        return evaluate(config, state, dataset, quality, gaussian(config, state))
+
+    prepare = quality.prepare if quality is not None else None
+    with run.open(NAME, configs, states, IDENTITY, dataset, total, early_stops, prepare) as runs:
         return epochs.train(
-            runs,
-            dataset,
-            steps,
-            pictures=pictures,
-            keep=len(latent_labels),
-            evaluate=lambda config, state: evaluate(config, state, dataset),
+            runs, dataset, steps, pictures=pictures, keep=len(latent_labels), evaluate=figures
         )
 
 
-def evaluate(config: Config, state, dataset: data.Dataset) -> dict[str, float]:
-    """The whole test split's reconstruction error: the report's figure per latent size."""
-    test = data.to_device(dataset.test)
-    errors = fused.evaluate(
-        state,
-        test.images,
-        test.labels,
-        run.keys(config.seed).eval,
-        eval_step=steps.reconstruction_errors,
-        batch_size=min(config.eval_batch_size, len(test)),
-        pixel_range=steps.PIXEL_RANGE,
+def code_gaussian(config: Config, state, dataset: data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(mean [latent_dim], scale [latent_dim, latent_dim]) of the training split's codes:
+    z = mean + scale @ eps, eps ~ N(0, I), has their mean and (unbiased) covariance.
+
+    The scale comes from an eigendecomposition, not a Cholesky factor: codes with a dead
+    (always 0) ReLU unit have a singular covariance."""
+    codes = _whole_split(config, state, dataset.train, steps.codes, outputs=("z",))["z"]
+    mean, cov = fid.gaussian_fit(np.asarray(codes))
+    variances, axes = np.linalg.eigh(cov)
+    scale = axes * np.sqrt(np.clip(variances, 0.0, None))
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def generated_picture(config: Config, state, gaussian) -> tuple[np.ndarray, str]:
+    """num_generated decodings of the fitted Gaussian's draws, 8 to a row, with a caption."""
+    drawn = steps.generate(state, *gaussian, run.keys(config.seed).sample, config.num_generated)
+    cols = 8
+    grid = images.grid(
+        images.to_uint8(jax.device_get(drawn)), -(-config.num_generated // cols), cols
     )
-    return {f"eval/{k}": float(v) for k, v in jax.device_get(errors).items()}
+    return grid, "decoded from z ~ N(mean, covariance) of the training split's codes"
+
+
+def evaluate(
+    config: Config, state, dataset: data.Dataset, quality=None, gaussian=None
+) -> dict[str, float | str]:
+    """The whole test split's reconstruction error (the report's figure per latent size)
+    and, eval_samples > 0, the autoencoder scored as a generator: eval/fid, eval/precision,
+    eval/recall of images decoded from code_gaussian's draws, and the feature network's
+    digest (eval/feature_net_sha256, for the summary)."""
+    errors = _whole_split(config, state, dataset.test, steps.reconstruction_errors)
+    figures = {f"eval/{k}": float(v) for k, v in errors.items()}
+    if not config.eval_samples:
+        return figures
+    quality = quality or SampleQuality(config, dataset)
+    mean, scale = gaussian or code_gaussian(config, state, dataset)
+    key = run.keys(config.seed).evaluation
+
+    def sample(i):
+        return steps.generate(state, mean, scale, jax.random.fold_in(key, i), EVAL_BATCH)
+
+    return figures | quality(sample, steps.PIXEL_RANGE)
+
+
+def _whole_split(config: Config, state, split: data.Split, eval_step, outputs=()) -> dict:
+    """fused.evaluate of eval_step over a whole split, on the host; `outputs` kept whole."""
+    on_device = data.to_device(split)
+    figures = fused.evaluate(
+        state,
+        on_device.images,
+        on_device.labels,
+        run.keys(config.seed).eval,
+        eval_step=eval_step,
+        batch_size=min(config.eval_batch_size, len(on_device)),
+        pixel_range=steps.PIXEL_RANGE,
+        outputs=outputs,
+        keep=len(on_device) if outputs else 0,
+    )
+    return jax.device_get(figures)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):
@@ -104,4 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

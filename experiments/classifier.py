@@ -3,9 +3,10 @@
     python -m experiments.classifier --dataset=fashion_mnist
 
 Its workdir defaults to runs/feature_nets/<dataset>, where the evaluations look for it; its
-test accuracy is in summary.json (val/accuracy) and W&B. Running it again resumes or, when
-complete, does nothing. The VAE and the DCGAN train it themselves when it is missing, so
-their eval/fid, eval/precision and eval/recall always use it (genjax/evaluation/feature_net.py).
+test accuracy (val/accuracy) and its digest (state_sha256) are in summary.json, and every
+generator's figures carry both (eval/feature_net_accuracy, eval/feature_net_sha256). Running
+it again resumes or, when complete, does nothing. Every experiment that reports eval/fid
+trains it first when it is missing (genjax/evaluation/feature_net.py).
 """
 
 from __future__ import annotations
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

@@ -3,11 +3,13 @@
     python -m experiments.evaluate --workdir=runs/dcgan [--eval_samples=N] [--feature_net=DIR]
 
 Computes the figures the run's experiment reports at its end, from the config stored with
-the checkpoint: eval/fid, eval/precision, eval/recall (VAE, DCGAN), the likelihood bounds
-(Bernoulli VAE on binarized data), eval/recon_mse and eval/recon_psnr (autoencoder), and for
-a feature network the same figures of real training images (the floor of eval/fid). With the
-run's own settings they equal its summary.json's figures for the same checkpoint. Prints
-them and writes them to --out (default WORKDIR/evaluation.json); the run is not changed.
+the checkpoint: eval/fid, eval/precision, eval/recall (every generator, the autoencoder's
+Gaussian over its codes included) with the feature network's test accuracy and digest
+(eval/feature_net_sha256), the likelihood bounds (Bernoulli VAE on binarized data),
+eval/recon_mse and eval/recon_psnr (autoencoder), and for a feature network the same figures
+of real training images (the floor of eval/fid). With the run's own settings they equal its
+summary.json's figures for the same checkpoint. Prints them and writes them to --out
+(default WORKDIR/evaluation.json); the run is not changed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from experiments import registry
 from genjax import cli, sharding
 from genjax.config import ConfigError
+from genjax.evaluation import feature_net
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +61,17 @@ def evaluate(config: EvaluateConfig) -> dict:
     run_config = dataclasses.replace(run_config, **overrides)
     run_config.validate()
     dataset = experiment.load_data(run_config)
-    figures = {k: float(v) for k, v in experiment.evaluate(run_config, state, dataset).items()}
+    figures = {
+        k: v if isinstance(v, str) else float(v)
+        for k, v in experiment.evaluate(run_config, state, dataset).items()
+    }
     if not figures:
         raise ConfigError(
             f"this {experiment.NAME} run's settings report no evaluation figures "
-            "(for a VAE or DCGAN: --eval_samples=10000)"
+            "(for a generator: --eval_samples=10000)"
         )
+    if "eval/fid" in figures:  # The network that measured them (loaded once per process).
+        figures.setdefault("eval/feature_net_sha256", feature_net.load(run_config).sha256)
     result = {
         **figures,
         "step": int(state.step),
@@ -79,7 +87,7 @@ def evaluate(config: EvaluateConfig) -> dict:
         raise ConfigError(f"--out={out}: cannot write there ({e.strerror or e})") from None
     print(f"{experiment.NAME} run {workdir} at step {result['step']}:")
     for key, value in figures.items():
-        print(f"  {key:28s} {value:.6g}")
+        print(f"  {key:28s} {value if isinstance(value, str) else format(value, '.6g')}")
     print(f"written to {out}")
     return result
 
@@ -91,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

@@ -14,12 +14,22 @@ from typing import Any
 
 import jax
 
-from experiments import aae, autoencoder, cgan, classifier, cvae, dcgan, vae, wgan_gp
+from experiments import (
+    aae,
+    autoencoder,
+    cgan,
+    classifier,
+    cvae,
+    dcgan,
+    diffusion,
+    flow_matching,
+    vae,
+    wgan_gp,
+)
 from genjax import data, run
 
-EXPERIMENTS: dict[str, ModuleType] = {
-    m.NAME: m for m in (autoencoder, vae, dcgan, classifier, cvae, aae, cgan, wgan_gp)
-}
+MODULES = (autoencoder, vae, dcgan, classifier, cvae, aae, cgan, wgan_gp, diffusion, flow_matching)
+EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in MODULES}
 
 
 def restore(workdir: str | Path) -> tuple[ModuleType, Any, Any]:

@@ -15,11 +15,13 @@ import contextlib
 import dataclasses
 import io
 import math
+import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import tyro
 from absl import logging as absl_logging
@@ -174,6 +176,18 @@ def main(run: Callable[[], object]) -> int:
             absl_logging.set_verbosity(absl_logging.FATAL)
         return _fail("stopped: interrupted twice; the last complete checkpoint is kept", 130)
     return 0
+
+
+def exit_with(code: int) -> NoReturn:
+    """sys.exit for an entry point run as a program. Once its last line is out, the process
+    only shuts down: a late Ctrl-C then, or (after a failure) a library thread's error on
+    its way out, would print tracebacks under that line (GENJAX_DEBUG=1 keeps them)."""
+    if not debugging():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if code:
+            sys.stderr.flush()
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(code)
 
 
 # What orbax's writer threads raise where no one catches it when a full disk or a second

@@ -161,11 +161,18 @@ class AutoencoderConfig(EpochConfig):
     leaky_slope: float = 0.3  # Slope of the LeakyReLU (Keras's default).
     num_reconstructions: int = 32  # Fixed test images shown with their reconstructions.
     latent_points: int = 5000  # Test images encoded for the latent-space plots.
+    # Images decoded at the end from a Gaussian fitted to the training split's codes.
+    num_generated: int = 32
+    # Such images and as many test images behind eval/fid, eval/precision, eval/recall (the
+    # VAE's N, so the two compare); 0 = none.
+    eval_samples: int = 10000
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
 
     def validate(self) -> None:
         super().validate()
-        _positive(self, "latent_dim", "hidden_dim", "num_reconstructions")
+        _positive(self, "latent_dim", "hidden_dim", "num_reconstructions", "num_generated")
         _at_least_two(self, "latent_points")
+        _check_sample_quality(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +364,120 @@ class AAEConfig(IterationConfig):
                 f"--latent_dim={self.latent_dim}: the mixture prior's components lie on a "
                 "circle, in at least 2 dimensions; use --latent_dim=2 or more"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoisingConfig(IterationConfig):
+    """What diffusion and flow matching share: the U-Net, its moving average, the sampler's
+    step counts and the sample-quality figures."""
+
+    # Sized for recognisable Fashion-MNIST samples in about 30 minutes on a 2-core CPU:
+    # a U-Net's training costs ~3x its forward pass per image, so images/s, not iterations,
+    # bound what a CPU run sees; the defaults spend them on several passes over the data.
+    iterations: int = 3000  # Training iterations (Adam steps).
+    batch_size: int = 64  # Images per iteration.
+    # Above DDPM's 2e-4 (tuned for 800k steps): a few thousand steps need larger ones, and
+    # the clipped gradients and the moving average keep them stable.
+    learning_rate: float = 1e-3
+    gen_interval: int = 250  # Iterations between sample grids, trajectories and checkpoints.
+    eval_interval: int = 1500  # Iterations between evaluation points (and at the end).
+    width: int = 32  # U-Net channels at 28x28 (twice as many at 14x14 and 7x7).
+    attention: bool = True  # Self-attention at 7x7.
+    # Most decay of the weights' moving average, which every sample uses (warmed up as
+    # min(decay, (1 + n) / (10 + n)) after n steps). 0.995 averages ~200 steps: a short
+    # run's weights improve fast enough that a longer average would lag behind them.
+    ema_decay: float = 0.995
+    # Generated and test images behind eval/fid, eval/precision, eval/recall; 0 = none.
+    # Each sample costs a network call per sampler step: 1,000 keeps a CPU evaluation to
+    # minutes (FID from fewer images is biased upward; compare runs at the same count).
+    eval_samples: int = 1000
+    feature_net: str = ""  # The FID feature network's folder; "" = runs/feature_nets/<dataset>.
+    sample_steps: int = 50  # Sampler steps of the grids, trajectories and eval/fid.
+    # At the end also eval/fid_SAMPLER_N (and precision, recall) for these samplers and step
+    # counts, comma-separated: the speed/quality table (eval/fid's own sampler is not redone).
+    final_samplers: str = ""
+    final_sample_steps: str = ""  # Step counts of that table, comma-separated.
+
+    SAMPLERS = ()  # The family's sampler names (not a flag).
+
+    def validate(self) -> None:
+        super().validate()
+        _positive(self, "width", "sample_steps")
+        _check_sample_quality(self)
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"--ema_decay={self.ema_decay}: must be in [0, 1)")
+        self.final_steps()
+        bad = sorted(set(self.final_sampler_list()) - set(self.SAMPLERS))
+        if bad:
+            raise ConfigError(
+                f"--final_samplers={self.final_samplers}: {', '.join(bad)} unknown; "
+                f"choose from {', '.join(self.SAMPLERS)}"
+            )
+
+    def final_sampler_list(self) -> list[str]:
+        return [s for s in self.final_samplers.split(",") if s]
+
+    def final_steps(self) -> list[int]:
+        """--final_sample_steps as integers (ConfigError if it is not a list of them)."""
+        try:
+            steps = [int(s) for s in self.final_sample_steps.split(",") if s.strip()]
+        except ValueError:
+            steps = [0]
+        if any(s < 1 for s in steps):
+            raise ConfigError(
+                f"--final_sample_steps={self.final_sample_steps}: must be step counts of at "
+                "least 1, comma-separated (or empty: none)"
+            )
+        return steps
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionConfig(DenoisingConfig):
+    """DDPM (Ho et al. 2020): epsilon prediction, linear or cosine noise schedule, ancestral
+    or DDIM (Song et al. 2021) sampling."""
+
+    SAMPLERS = ("ancestral", "ddim")
+
+    timesteps: int = 1000  # Diffusion steps T of training, as Ho et al.
+    schedule: Literal["linear", "cosine"] = "linear"  # Ho et al.'s, or Nichol & Dhariwal's.
+    # The sampler of the grids, trajectories and eval/fid: DDIM is deterministic at eta 0 and
+    # good in far fewer steps than T; ancestral is DDPM's, on the same respaced steps.
+    sampler: Literal["ancestral", "ddim"] = "ddim"
+    sample_steps: int = 50  # Sampler steps (network calls), evenly spaced over T.
+    eta: float = 0.0  # DDIM's noise: 0 deterministic, 1 the ancestral sampler's.
+    # At the end also eval/fid_SAMPLER_N (and precision, recall) for these samplers and step
+    # counts, comma-separated: the speed/quality table (eval/fid's own sampler is not redone).
+    final_samplers: str = "ddim"
+    final_sample_steps: str = "10,50"  # Step counts of that table, comma-separated.
+
+    def validate(self) -> None:
+        super().validate()
+        _at_least_two(self, "timesteps")
+        for steps in (self.sample_steps, *self.final_steps()):
+            if steps > self.timesteps:
+                raise ConfigError(
+                    f"{steps} sampler steps: more than the {self.timesteps} diffusion steps "
+                    "(--timesteps); use at most that many (--sample_steps, --final_sample_steps)"
+                )
+        if self.eta < 0:
+            raise ConfigError(f"--eta={self.eta}: must be 0 or more")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowMatchingConfig(DenoisingConfig):
+    """Conditional flow matching with straight paths (Lipman et al. 2023; rectified flow, Liu
+    et al. 2023): velocity prediction, Euler or Heun sampling."""
+
+    SAMPLERS = ("euler", "heun")
+
+    # The sampler of the grids, trajectories and eval/fid: Heun (two network calls a step)
+    # is second order, so straight-ish learned paths need few steps.
+    sampler: Literal["euler", "heun"] = "heun"
+    sample_steps: int = 20  # Sampler steps from noise (t = 0) to image (t = 1).
+    # At the end also eval/fid_SAMPLER_N (and precision, recall) for these samplers and step
+    # counts, comma-separated: the speed/quality table (eval/fid's own sampler is not redone).
+    final_samplers: str = "euler,heun"
+    final_sample_steps: str = "10,20"  # Step counts of that table, comma-separated.
 
 
 @dataclasses.dataclass(frozen=True)

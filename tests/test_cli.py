@@ -2,6 +2,7 @@
 listing them, and bad input as one line naming the field."""
 
 import dataclasses
+import os
 
 import pytest
 
@@ -85,3 +86,30 @@ def test_bad_flags_are_one_line_naming_the_field(argv, message):
         cli.parse(AutoencoderConfig, argv)
     assert message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_an_entry_point_ends_on_its_last_line(tmp_path):
+    """After the failure's one line, neither a late Ctrl-C nor a library's noise on the way
+    out reaches the terminal (the process is only shutting down)."""
+    import subprocess
+    import sys
+
+    program = """
+import atexit, os, signal, sys, time
+from genjax import cli
+
+def late():  # As jax's or orbax's cleanup, interrupted or failing after main returned.
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    print("Traceback (most recent call last): a writer thread's error", file=sys.stderr)
+
+atexit.register(late)
+print("error: the one line", file=sys.stderr)
+cli.exit_with(1)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "GENJAX_DEBUG"}
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: the one line"], result.stderr

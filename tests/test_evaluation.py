@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +22,7 @@ from genjax.checkpoint import tree_digest
 from genjax.config import ConfigError, DCGANConfig
 from genjax.evaluation import feature_net, sample_quality
 from genjax.evaluation import fid as fid_lib
+from genjax.evaluation.feature_net import SampleQuality
 from genjax.evaluation.precision_recall import precision_recall
 from genjax.models.classifier import FEATURE_DIM, Classifier
 from genjax.steps import classifier as steps
@@ -86,6 +88,35 @@ def test_classifier_shapes_and_feature_space():
     assert model.apply({"params": params}, x, method="features").shape == (3, FEATURE_DIM)
     count = sum(p.size for p in jax.tree.leaves(params))
     assert count == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (7 * 7 * 64 * 128 + 128) + 1290
+
+
+def _plain_logits(params, x):
+    """The classifier through XLA's convolutions, as nn.Conv computes it by default."""
+    dims = ("NHWC", "HWIO", "NHWC")
+    for name in ("conv1", "conv2"):
+        kernel, bias = params[name]["kernel"], params[name]["bias"]
+        x = jax.lax.conv_general_dilated(x, kernel, (2, 2), "SAME", dimension_numbers=dims)
+        x = nn.relu(x + bias)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(x @ params["hidden"]["kernel"] + params["hidden"]["bias"])
+    return x @ params["logits"]["kernel"] + params["logits"]["bias"]
+
+
+def test_the_classifier_trains_without_xla_convolutions_on_cpu():
+    """Its convolutions are matrix products on CPU (XLA:CPU's convolution gradients made the
+    feature network's training minutes long), and the same function as XLA's convolutions."""
+    assert jax.default_backend() == "cpu"
+    state = steps.create_state(Classifier(), 1e-3, (28, 28, 1), jax.random.key(0))
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 28, 28, 1)), jnp.float32)
+    batch = {"image": x, "label": jnp.arange(16) % 10}
+    step = jax.make_jaxpr(steps.train_step)(state, batch, jax.random.key(1))
+    assert "conv_general_dilated" not in str(step)
+    np.testing.assert_allclose(
+        state.apply_fn({"params": state.params}, x),
+        _plain_logits(state.params, x),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_the_validation_pass_keeps_the_features_it_plots():
@@ -209,17 +240,62 @@ def test_the_feature_network_is_trained_once_when_missing_then_reused(tmp_path, 
         feature_net.load(dataclasses.replace(config, dataset="mnist"))
 
 
-def test_too_few_or_too_many_eval_samples_are_refused_before_training(tmp_path, capsys):
+@pytest.mark.slow
+def test_the_feature_network_trains_to_the_same_digest_every_time(tmp_path, feature_net):
+    """A fixed ruler: the same settings and data give the same parameters, bit for bit, so
+    eval/feature_net_sha256 names the network and not the machine's mood."""
+    small = write_idx_dataset(tmp_path / "data", n_train=1000, n_test=200)  # The fixture's.
+    again = tmp_path / "net"
+    flags = [
+        f"--data_dir={small}",
+        "--data_source=idx",
+        f"--workdir={again}",
+        "--epochs=1",
+        "--batch_size=50",
+        "--latent_points=100",
+        "--wandb_mode=disabled",
+        "--progress=false",
+    ]
+    assert classifier_experiment.main(flags) == 0
+    first, second = (json.loads((d / "summary.json").read_text()) for d in (feature_net, again))
+    assert second["state_sha256"] == first["state_sha256"]
+    assert second["val/accuracy"] == first["val/accuracy"]
+
+
+def test_too_few_eval_samples_are_refused_before_training(tmp_path, capsys):
     small = write_idx_dataset(tmp_path / "data", n_train=64, n_test=40)
     workdir = tmp_path / "gan"
     common = [f"--data_dir={small}", "--data_source=idx", f"--workdir={workdir}"]
     assert dcgan_experiment.main([*common, "--eval_samples=5"]) == 2
     assert "--eval_samples=5: use 0" in capsys.readouterr().err
-    assert dcgan_experiment.main([*common, "--eval_samples=41"]) == 2
-    err = capsys.readouterr().err
-    assert "--eval_samples=41 is more than the 40 test images" in err
-    assert "--eval_samples=40 or fewer" in err
     assert not workdir.exists()  # Refused before anything was made.
+
+
+def test_more_eval_samples_than_test_images_take_the_whole_split(tmp_path, capsys, feature_net):
+    """N beyond the test split is the split's size on both sides, said once on stderr; the
+    figures carry the feature network's test accuracy and its digest."""
+    small = write_idx_dataset(tmp_path / "data", n_train=64, n_test=40)
+    config = DCGANConfig(
+        data_dir=str(small), data_source="idx", feature_net=str(feature_net), eval_samples=41
+    )
+    dataset = data.load_dataset(config.dataset, config.data_dir, config.data_source)
+    quality = SampleQuality(config, dataset)
+    quality.prepare()
+    err = capsys.readouterr().err
+    assert "--eval_samples=41: the test split holds 40 images" in err
+    assert "compare 40 generated images with all of them" in err
+    real = data.scale(jnp.asarray(dataset.test.images), (-1.0, 1.0))
+    figures = quality(lambda i: real, (-1.0, 1.0))  # The test images as a "generator".
+    assert "--eval_samples" not in capsys.readouterr().err  # Said once.
+    assert figures["eval/samples"] == 40
+    assert figures["eval/fid"] == pytest.approx(0.0, abs=1e-4)
+    assert figures["eval/precision"] == figures["eval/recall"] == 1.0
+    summary = json.loads((feature_net / "summary.json").read_text())
+    assert figures["eval/feature_net_accuracy"] == summary["val/accuracy"]
+    # Numbers for W&B history rows, and the network's digest for the summary.
+    digest = figures.pop("eval/feature_net_sha256")
+    assert all(isinstance(v, float | int) for v in figures.values())
+    assert digest == summary["state_sha256"] == tree_digest(quality.net.state)
 
 
 def test_evaluating_what_is_not_a_run_is_a_clear_error(tmp_path, capsys, feature_net):
@@ -235,6 +311,8 @@ def test_evaluating_what_is_not_a_run_is_a_clear_error(tmp_path, capsys, feature
     assert evaluate_main.main([f"--workdir={feature_net}", f"--out={out}"]) == 0
     floor = json.loads(out.read_text())
     assert floor["experiment"] == "classifier"
+    assert evaluate_main.main([f"--workdir={feature_net}", "--eval_samples=100"]) == 2
+    assert "--eval_samples: classifier runs have no samples" in capsys.readouterr().err
     assert 0 <= floor["eval/fid_train_test"] < 50 and floor["eval/recall_train_test"] > 0.3
 
 

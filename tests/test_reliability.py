@@ -48,6 +48,7 @@ def _flags(small_data, workdir, **overrides):
         steps_per_dispatch=10,
         checkpoint_interval=50,
         latent_points=200,
+        eval_samples=0,  # No FID: no feature network of the repository's runs/.
         progress="false",
     )
     return [f"--{k}={v}" for k, v in {**flags, **overrides}.items()]

@@ -116,7 +116,7 @@ def _mlp_flags(module: str, data_dir: Path, workdir: Path, **overrides) -> list[
         "latent_points": 100,
         "progress": "false",
     }
-    if module == "experiments.vae":
+    if module in ("experiments.vae", "experiments.autoencoder"):
         flags["eval_samples"] = 0
     return [f"--{k}={v}" for k, v in (flags | overrides).items()]
 

@@ -251,6 +251,7 @@ def _trial_flags(small_data, **overrides):
         epochs=2,
         steps_per_epoch=10,
         latent_points=100,
+        eval_samples=0,  # No FID: no feature network of the repository's runs/.
         progress="false",
     )
     return [f"--{k}={v}" for k, v in {**flags, **overrides}.items()]
@@ -374,7 +375,7 @@ def test_vectorized_trials_match_the_same_trials_one_at_a_time(tmp_path, small_d
         },
     )
     path = _write(tmp_path, spec)
-    flags = _trial_flags(small_data, hidden_dim=64, steps_per_dispatch=4, eval_samples=0)
+    flags = _trial_flags(small_data, hidden_dim=64, steps_per_dispatch=4)
     results = {}
     for mode in ("one_at_a_time", "vectorized"):
         workdir = tmp_path / mode

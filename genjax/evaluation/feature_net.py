@@ -4,6 +4,8 @@ A small CNN classifier of the training split (genjax/models/classifier.py): its 
 layer is where eval/fid, eval/precision and eval/recall compare generated images with test
 images. It lives in runs/feature_nets/<dataset> (or --feature_net) and is trained there the
 first time an evaluation needs it; `python -m experiments.classifier` trains it on purpose.
+A changed network changes every FID: each figure is reported beside the network's test
+accuracy (eval/feature_net_accuracy) and its parameters' digest (eval/feature_net_sha256).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import jax
 import numpy as np
 
 from genjax import data, images, run
-from genjax.checkpoint import Checkpoints
+from genjax.checkpoint import Checkpoints, tree_digest
 from genjax.config import ClassifierConfig as Config
 from genjax.config import ConfigError
 from genjax.evaluation import sample_quality
@@ -113,6 +115,7 @@ class FeatureNet:
     state: Any
     accuracy: float  # Its test accuracy: val/accuracy of its summary.json.
     dataset: str  # What it was trained on: it measures only images of that dataset.
+    sha256: str  # Its parameters' digest: state_sha256 of its summary.json.
 
     def features(self, images: jax.Array) -> jax.Array:
         """Float images [B, 28, 28, C] in [0, 1] -> features [B, 128]."""
@@ -195,8 +198,18 @@ def load(config) -> FeatureNet:
     _, net_config, _ = run.read_finished(workdir, {NAME: Config})
     info = data.dataset_info(net_config.dataset)
     state = run.restore_finished(workdir, create_state(net_config, info, jax.random.key(0)))
-    net = FeatureNet(workdir, state, float(summary["val/accuracy"]), net_config.dataset)
-    print(f"eval/fid features: {workdir} (test accuracy {net.accuracy:.2%})", file=sys.stderr)
+    net = FeatureNet(
+        workdir,
+        state,
+        float(summary["val/accuracy"]),
+        net_config.dataset,
+        summary.get("state_sha256") or tree_digest(state),
+    )
+    print(
+        f"eval/fid features: {workdir} (test accuracy {net.accuracy:.2%}, "
+        f"sha256 {net.sha256[:12]})",
+        file=sys.stderr,
+    )
     _LOADED[workdir] = net
     return net
 
@@ -206,7 +219,8 @@ class SampleQuality:
 
     The first call loads (or trains) the feature network and the features of the first
     eval_samples test images (unprocessed: a binarized dataset's raw_test), once per process;
-    each call scores eval_samples images drawn batch by batch from `sample(i)`.
+    each call scores as many images drawn batch by batch from `sample(i)`. An eval_samples
+    beyond the test split takes the whole split, on both sides (said on stderr).
     """
 
     # Per process, by feature network and test images: a sweep's trials share one.
@@ -214,12 +228,7 @@ class SampleQuality:
 
     def __init__(self, config, dataset: data.Dataset):
         self.config = config
-        self.num = config.eval_samples
-        if self.num > len(dataset.test):
-            raise ConfigError(
-                f"--eval_samples={self.num} is more than the {len(dataset.test)} test images "
-                f"it compares with; use --eval_samples={len(dataset.test)} or fewer"
-            )
+        self.num = min(config.eval_samples, len(dataset.test))
         self.dataset = dataset
         self.net: FeatureNet | None = None
         self.reference: sample_quality.Reference | None = None
@@ -227,6 +236,13 @@ class SampleQuality:
     def prepare(self) -> None:
         if self.reference is not None:
             return
+        if self.num < self.config.eval_samples:  # Said here: a refused run says only why.
+            print(
+                f"--eval_samples={self.config.eval_samples}: the test split holds {self.num} "
+                f"images; eval/fid, eval/precision and eval/recall compare {self.num} "
+                "generated images with all of them",
+                file=sys.stderr,
+            )
         self.net = load(self.config)
         real = np.ascontiguousarray(self.dataset.unprocessed_test.images[: self.num])
         key = (self.net.workdir, hashlib.sha256(real.data).hexdigest())
@@ -260,9 +276,12 @@ class SampleQuality:
         accuracy = sample_quality.class_accuracy(wanted, predicted, num_classes)
         return self._figures(generated) | accuracy
 
-    def _figures(self, generated: np.ndarray) -> dict[str, float]:
+    def _figures(self, generated: np.ndarray) -> dict[str, float | str]:
+        """The scores, beside the feature network's test accuracy and its digest (a str: the
+        loops put it in the run's summary, W&B history rows take numbers)."""
         return {
             **sample_quality.scores(self.reference, generated),
             "eval/samples": self.num,
             "eval/feature_net_accuracy": self.net.accuracy,
+            "eval/feature_net_sha256": self.net.sha256,
         }

@@ -28,8 +28,9 @@ from genjax.steps import state as state_lib
 # (array, caption) or images.Deferred}, "scatters": {key: images.Scatter}}; outputs: the
 # validation pass's per-example EVAL_OUTPUTS of the test split's first `keep` examples.
 Pictures = Callable[[Any, Any, int, Mapping[str, np.ndarray]], Mapping[str, Mapping[str, Any]]]
-# Figures at the end (likelihood bounds, FID): (config, state) -> {W&B key: float}.
-Evaluate = Callable[[Any, Any], Mapping[str, float]]
+# Figures at the end (likelihood bounds, FID): (config, state) -> {W&B key: float}; a str
+# value (the FID feature network's digest) goes to the run's summary alone.
+Evaluate = Callable[[Any, Any], Mapping[str, float | str]]
 
 
 def check_batch_size(config, num_train: int) -> None:
@@ -159,9 +160,12 @@ def _train(runs, dataset, steps, pictures, keep, evaluate) -> None:
                 run_state = _run_state(state, i, vectorized)
                 stop = r.ask_early_stop(epoch + 1, metrics)  # Sees every epoch's row.
                 last = epoch + 1 == config.epochs or stop
+                notes = {}  # Summary only: W&B history rows take numbers.
                 if last and evaluate is not None and not stop:
                     # Logged with the last epoch, so they share its W&B step.
-                    metrics |= {k: float(v) for k, v in evaluate(r.config, run_state).items()}
+                    figures = evaluate(r.config, run_state)
+                    notes = {k: v for k, v in figures.items() if isinstance(v, str)}
+                    metrics |= {k: float(v) for k, v in figures.items() if k not in notes}
                     if not _finite(runs, r, {k: v for k, v in metrics.items() if "/" in k}, "",
                                    step):  # fmt: skip
                         continue
@@ -178,7 +182,7 @@ def _train(runs, dataset, steps, pictures, keep, evaluate) -> None:
                 if last:
                     # Written before the final checkpoint: a process killed between the two
                     # redoes the last epoch (identically) and writes it again.
-                    r.finish(metrics, run_state)
+                    r.finish(metrics | notes, run_state)
                 r.save(step, run_state, train_sums={})
             sums = [{} for _ in runs]
             if not any(r.training for r in runs):

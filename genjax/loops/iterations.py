@@ -122,12 +122,15 @@ def _train(run, dataset, steps, pictures, evaluate, report_line) -> None:
                 last_row, shown, figures = row, None, {}
                 if n == step and pictures is not None and is_point(n, config.gen_interval):
                     shown = run.timed(pictures, config, state, n)
+                notes = {}  # Summary only (the FID network's digest): W&B rows take numbers.
                 if n == step and evaluating(config) and is_point(n, config.eval_interval):
                     figures = _validation(state, dataset.test, keys, config, steps)
                     if evaluate is not None:
-                        figures |= {k: float(v) for k, v in evaluate(config, state).items()}
+                        found = evaluate(config, state)
+                        notes = {k: v for k, v in found.items() if isinstance(v, str)}
+                        figures |= {k: float(v) for k, v in found.items() if k not in notes}
                     check_finite(figures, "", n)
-                    last_eval = figures
+                    last_eval = figures | notes
                 run.log(n, {**row, **figures, "iteration": n}, shown)
                 run.ask_early_stop(n, row)
             if report_line is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from genjax.models.dcgan import discriminator_conv
+
 FEATURE_DIM = 128
 
 
@@ -17,16 +19,17 @@ class Classifier(nn.Module):
     """Conv(32, 3x3, stride 2) -> Conv(64, 3x3, stride 2) -> Dense(128) -> Dense(classes),
     ReLU after every hidden layer; images in [0, 1].
 
-    Strided convolutions keep it cheap to train on a CPU (about 3 MFLOP per image forward):
-    XLA:CPU's convolution gradients are slow, and a 28x28-wide first layer made one epoch
-    of Fashion-MNIST take many minutes on two cores.
+    Strided convolutions keep it cheap to train on a CPU (about 3 MFLOP per image forward).
+    On CPU both are computed as the DCGAN discriminator's are, as im2col matrix products
+    (genjax/models/dcgan.py): XLA:CPU's convolutions and their gradients run far below
+    matmul speed on these small grids. The parameters are nn.Conv's either way.
     """
 
     num_classes: int = 10
 
     def setup(self):
-        self.conv1 = nn.Conv(32, (3, 3), strides=(2, 2))
-        self.conv2 = nn.Conv(64, (3, 3), strides=(2, 2))
+        self.conv1 = nn.Conv(32, (3, 3), strides=(2, 2), conv_general_dilated=discriminator_conv)
+        self.conv2 = nn.Conv(64, (3, 3), strides=(2, 2), conv_general_dilated=discriminator_conv)
         self.hidden = nn.Dense(FEATURE_DIM)
         self.logits = nn.Dense(self.num_classes)
 

@@ -76,3 +76,19 @@ def reconstruct(state, images):
 def encode(state, images):
     """[B, 28, 28, 1] in [0, 1] -> latent codes [B, latent_dim]."""
     return state.apply_fn({"params": state.params}, images, method="encode")
+
+
+@jax.jit
+def codes(state, batch, key):
+    """An eval_step with no figures: the codes z [B, latent_dim], which fused.evaluate keeps
+    whole when named in its outputs (the training split's, for a Gaussian over them)."""
+    del key
+    return {"z": state.apply_fn({"params": state.params}, batch["image"], method="encode")}
+
+
+@functools.partial(jax.jit, static_argnames="num")
+def generate(state, mean, scale, key, num: int):
+    """`num` images decoded from z = mean + scale @ eps, eps ~ N(0, I) drawn with `key`:
+    scale @ scale.T is the Gaussian's covariance ([latent_dim, latent_dim])."""
+    eps = jax.random.normal(key, (num, mean.shape[0]))
+    return state.apply_fn({"params": state.params}, mean + eps @ scale.T, method="decode")
