@@ -19,7 +19,7 @@ import jax
 
 from genjax import cli, data, images, run
 from genjax.config import AAEConfig as Config
-from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
+from genjax.evaluation.feature_net import SampleQuality, Sampler
 from genjax.loops import iterations
 from genjax.models.aae import AdversarialAutoencoder, LatentDiscriminator, sample_prior
 from genjax.steps import aae as steps
@@ -39,6 +39,7 @@ IDENTITY = (
     "fuse",
 )
 VECTOR_FIELDS = ()  # Adversarial runs are not vectorized.
+LIKELIHOOD = "none: codes matched to the prior adversarially, no bound"
 GRID = 5  # Keras-GAN's 5x5 grid of decoded prior samples.
 COLS = 8  # Columns of the reconstruction panel.
 
@@ -133,13 +134,16 @@ def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict
     if not config.eval_samples:
         return {}
     quality = quality or SampleQuality(config, dataset)
-    key = run.keys(config.seed).evaluation
+    return quality.of(sampler(config, state, dataset), run.keys(config.seed).evaluation)
 
-    def sample(i):
-        z = sample_prior(jax.random.fold_in(key, i), config.prior, EVAL_BATCH, config.latent_dim)
-        return steps.decode(state, z)
 
-    return quality(sample, steps.PIXEL_RANGE)
+def sampler(config: Config, state, dataset: data.Dataset) -> Sampler:
+    """Decodings of draws of the prior the codes were pushed toward."""
+
+    def draw(key, labels):
+        return steps.decode(state, sample_prior(key, config.prior, len(labels), config.latent_dim))
+
+    return Sampler(draw, steps.PIXEL_RANGE)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):

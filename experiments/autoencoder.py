@@ -18,7 +18,7 @@ import numpy as np
 from genjax import cli, data, images, run
 from genjax.config import AutoencoderConfig as Config
 from genjax.evaluation import fid
-from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
+from genjax.evaluation.feature_net import SampleQuality, Sampler
 from genjax.loops import epochs
 from genjax.models.autoencoder import Autoencoder
 from genjax.steps import autoencoder as steps
@@ -29,6 +29,7 @@ NAME = "autoencoder"
 IDENTITY = ("latent_dim", "hidden_dim", "latent_activation", "leaky_slope")
 # Settings held in the state as arrays: trials that differ only in these train as one program.
 VECTOR_FIELDS = ("seed", "learning_rate")
+LIKELIHOOD = "none: not a density model (no prior over its codes)"
 
 
 def load_data(config: Config) -> data.Dataset:
@@ -127,13 +128,19 @@ def evaluate(
     if not config.eval_samples:
         return figures
     quality = quality or SampleQuality(config, dataset)
+    generator = sampler(config, state, dataset, gaussian)
+    return figures | quality.of(generator, run.keys(config.seed).evaluation)
+
+
+def sampler(config: Config, state, dataset: data.Dataset, gaussian=None) -> Sampler:
+    """Decodings of draws of a Gaussian fitted to the training split's codes (code_gaussian,
+    or `gaussian` when already fitted): an autoencoder has no prior of its own."""
     mean, scale = gaussian or code_gaussian(config, state, dataset)
-    key = run.keys(config.seed).evaluation
 
-    def sample(i):
-        return steps.generate(state, mean, scale, jax.random.fold_in(key, i), EVAL_BATCH)
+    def draw(key, labels):
+        return steps.generate(state, mean, scale, key, len(labels))
 
-    return figures | quality(sample, steps.PIXEL_RANGE)
+    return Sampler(draw, steps.PIXEL_RANGE)
 
 
 def _whole_split(config: Config, state, split: data.Split, eval_step, outputs=()) -> dict:

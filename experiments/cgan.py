@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from experiments.dcgan import GRID, load_data, report_line
 from genjax import cli, data, images, run
 from genjax.config import CGANConfig as Config
-from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
+from genjax.evaluation.feature_net import SampleQuality, Sampler
 from genjax.loops import iterations
 from genjax.models.cgan import Discriminator, Generator
 from genjax.steps import cgan as steps
@@ -30,6 +30,7 @@ NAME = "cgan"
 # interval and the fusing set where segments end, and so the dispatches.
 IDENTITY = ("beta1", "latent_dim", "sampling", "gen_interval", "fuse")
 VECTOR_FIELDS = ()  # GAN runs are not vectorized.
+LIKELIHOOD = "none: an implicit model (a GAN has no density to bound)"
 
 
 def create_state(config: Config, info: data.DatasetInfo, key: jax.Array):
@@ -113,13 +114,17 @@ def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict
     if not config.eval_samples:
         return {}
     quality = quality or SampleQuality(config, dataset)
-    key = run.keys(config.seed).evaluation
+    return quality.of(sampler(config, state, dataset), run.keys(config.seed).evaluation)
 
-    def sample(i, labels):
-        z = jax.random.normal(jax.random.fold_in(key, i), (EVAL_BATCH, config.latent_dim))
+
+def sampler(config: Config, state, dataset: data.Dataset) -> Sampler:
+    """Images of the classes asked for, from N(0, I) noise."""
+
+    def draw(key, labels):
+        z = jax.random.normal(key, (len(labels), config.latent_dim))
         return steps.generate(state, z, labels)
 
-    return quality.conditional(sample, dataset.info.num_classes, steps.PIXEL_RANGE)
+    return Sampler(draw, steps.PIXEL_RANGE, conditional=True)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):

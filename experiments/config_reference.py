@@ -16,6 +16,7 @@ from pathlib import Path
 from benchmarks.run import BenchmarkConfig
 from experiments import registry
 from experiments.evaluate import EvaluateConfig
+from experiments.leaderboard import LeaderboardConfig
 from experiments.sweep import RunnerConfig
 from experiments.vae_sample import SampleConfig
 from genjax import cli
@@ -27,6 +28,7 @@ ENTRY_POINTS = [
     *((f"experiments.{name}", m.Config) for name, m in registry.EXPERIMENTS.items()),
     ("experiments.vae_sample", SampleConfig),
     ("experiments.evaluate", EvaluateConfig),
+    ("experiments.leaderboard", LeaderboardConfig),
     ("experiments.sweep FILE.yaml", RunnerConfig),
     ("benchmarks.run", BenchmarkConfig),
 ]

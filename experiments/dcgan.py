@@ -16,7 +16,7 @@ import jax
 
 from genjax import cli, data, images, run
 from genjax.config import DCGANConfig as Config
-from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
+from genjax.evaluation.feature_net import SampleQuality, Sampler
 from genjax.loops import iterations
 from genjax.models.dcgan import Discriminator, Generator
 from genjax.steps import dcgan as steps
@@ -26,6 +26,7 @@ NAME = "dcgan"
 # interval and the fusing set where segments end, and so the dispatches.
 IDENTITY = ("beta1", "latent_dim", "sampling", "gen_interval", "fuse")
 VECTOR_FIELDS = ()  # GAN runs are not vectorized.
+LIKELIHOOD = "none: an implicit model (a GAN has no density to bound)"
 GRID = 5  # The report's 5x5 grid of generated images.
 
 
@@ -96,13 +97,16 @@ def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict
     if not config.eval_samples:
         return {}
     quality = quality or SampleQuality(config, dataset)
-    key = run.keys(config.seed).evaluation
+    return quality.of(sampler(config, state, dataset), run.keys(config.seed).evaluation)
 
-    def sample(i):
-        z = jax.random.normal(jax.random.fold_in(key, i), (EVAL_BATCH, config.latent_dim))
-        return steps.generate(state, z)
 
-    return quality(sample, steps.PIXEL_RANGE)
+def sampler(config: Config, state, dataset: data.Dataset) -> Sampler:
+    """Images generated from N(0, I) noise."""
+
+    def draw(key, labels):
+        return steps.generate(state, jax.random.normal(key, (len(labels), config.latent_dim)))
+
+    return Sampler(draw, steps.PIXEL_RANGE)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):

@@ -15,6 +15,7 @@ Running the same command again with the same --workdir resumes from its last che
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from genjax import cli, data, images, run
 from genjax.config import DiffusionConfig as Config
-from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
+from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality, Sampler
 from genjax.loops import iterations
 from genjax.models.unet import UNet
 from genjax.steps import diffusion as steps
@@ -42,6 +43,7 @@ IDENTITY = (
     "fuse",
 )
 VECTOR_FIELDS = ()  # Not vectorized: one U-Net already fills a CPU.
+LIKELIHOOD = "not computed: the DDPM variational bound is not implemented"
 GRID = 5  # A 5x5 grid of samples.
 FRAMES = 10  # Trajectory frames, noise to image.
 FIGURES = ("eval/fid", "eval/precision", "eval/recall")
@@ -111,6 +113,17 @@ def picture_maker(generate: Generate, info: data.DatasetInfo):
     return pictures
 
 
+def denoising_sampler(generate: Generate, config, state, info: data.DatasetInfo) -> Sampler:
+    """Images from noise by config's sampler and step count, with the averaged weights."""
+
+    def draw(key, labels):
+        noise_key, sampler_key = jax.random.split(key)
+        noise = jax.random.normal(noise_key, (len(labels), *info.image_shape))
+        return generate(config, state, noise, sampler_key, config.sampler, config.sample_steps)[0]
+
+    return Sampler(draw, steps.PIXEL_RANGE)
+
+
 def sample_quality(
     generate: Generate, config, state, dataset: data.Dataset, quality=None
 ) -> dict[str, float]:
@@ -122,24 +135,20 @@ def sample_quality(
     quality = quality or SampleQuality(config, dataset)
     key = run.keys(config.seed).evaluation
     # Batches of EVAL_BATCH, or one of them all when fewer (the sampler's calls dominate).
-    shape = (min(EVAL_BATCH, config.eval_samples), *dataset.info.image_shape)
+    batch = min(EVAL_BATCH, config.eval_samples)
 
-    def figures(sampler: str, num_steps: int) -> dict[str, float]:
-        def sample(i):
-            noise_key, sampler_key = jax.random.split(jax.random.fold_in(key, i))
-            noise = jax.random.normal(noise_key, shape)
-            return generate(config, state, noise, sampler_key, sampler, num_steps)[0]
-
-        return quality(sample, steps.PIXEL_RANGE)
+    def figures(sampler_name: str, num_steps: int) -> dict[str, float]:
+        chosen = dataclasses.replace(config, sampler=sampler_name, sample_steps=num_steps)
+        return quality.of(denoising_sampler(generate, chosen, state, dataset.info), key, batch)
 
     out = figures(config.sampler, config.sample_steps)
     if int(jax.device_get(state.step)) < config.iterations:
         return out
     main = (config.sampler, config.sample_steps)
-    for sampler in config.final_sampler_list():
+    for name in config.final_sampler_list():
         for n in config.final_steps():
-            table = out if (sampler, n) == main else figures(sampler, n)
-            out = out | {f"{k}_{sampler}_{n}": table[k] for k in FIGURES}
+            table = out if (name, n) == main else figures(name, n)
+            out = out | {f"{k}_{name}_{n}": table[k] for k in FIGURES}
     return out
 
 
@@ -182,6 +191,11 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
 def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict[str, float]:
     """eval/fid, eval/precision, eval/recall (and, trained, the final samplers' table)."""
     return sample_quality(generate, config, state, dataset, quality)
+
+
+def sampler(config: Config, state, dataset: data.Dataset) -> Sampler:
+    """Images from x_T ~ N(0, I) by the run's sampler and step count."""
+    return denoising_sampler(generate, config, state, dataset.info)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):

@@ -20,10 +20,11 @@ import sys
 import jax
 
 # The diffusion experiment's: its loop, pictures and figures serve any noise-to-image sampler.
-from experiments.diffusion import grid_samples, sample_quality, train_run
+from experiments.diffusion import denoising_sampler, grid_samples, sample_quality, train_run
 from experiments.diffusion import load_data as load_data  # A registry part.
 from genjax import cli, data
 from genjax.config import FlowMatchingConfig as Config
+from genjax.evaluation.feature_net import Sampler
 from genjax.models.unet import UNet
 from genjax.steps import flow_matching as steps
 
@@ -32,6 +33,8 @@ NAME = "flow_matching"
 # settings are not among them: they change pictures and figures, not training.
 IDENTITY = ("width", "attention", "ema_decay", "sampling", "gen_interval", "fuse")
 VECTOR_FIELDS = ()  # Not vectorized: one U-Net already fills a CPU.
+# An exact log-likelihood integrates the learned field's divergence along the ODE.
+LIKELIHOOD = "not computed: the ODE's log-likelihood is not implemented"
 
 
 def create_state(config: Config, info: data.DatasetInfo, key: jax.Array):
@@ -54,6 +57,11 @@ def train(configs: list[Config], early_stops=None) -> list[dict]:
 def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict[str, float]:
     """eval/fid, eval/precision, eval/recall (and, trained, the final samplers' table)."""
     return sample_quality(generate, config, state, dataset, quality)
+
+
+def sampler(config: Config, state, dataset: data.Dataset) -> Sampler:
+    """Images from noise (t = 0) by the run's sampler and step count."""
+    return denoising_sampler(generate, config, state, dataset.info)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):

@@ -3,7 +3,8 @@
 Each is a module with the same parts: NAME, Config, IDENTITY, VECTOR_FIELDS, steps (its
 genjax.steps module, which the benchmark times), load_data(config), create_state(config,
 info, key), train(configs, early_stops), evaluate(config, state, dataset) and
-comparison(config, state, dataset) (None where it is not swept).
+comparison(config, state, dataset) (None where it is not swept); the generators also
+sampler(config, state, dataset) and LIKELIHOOD, which experiments.leaderboard reads.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EXPERIMENTS: dict[str, ModuleType] = {m.NAME: m for m in MODULES}
 def restore(workdir: str | Path) -> tuple[ModuleType, Any, Any]:
     """(experiment, config, state) of a run folder's newest intact checkpoint, without
     training or data; safe beside a live trainer."""
+    workdir = Path(workdir).resolve()  # Orbax reads absolute paths only.
     configs = {name: m.Config for name, m in EXPERIMENTS.items()}
     name, config, _ = run.read_finished(workdir, configs)
     experiment = EXPERIMENTS[name]

@@ -16,7 +16,7 @@ import jax
 from genjax import cli, data, images, run
 from genjax.config import VAEConfig as Config
 from genjax.evaluation import likelihood
-from genjax.evaluation.feature_net import EVAL_BATCH, SampleQuality
+from genjax.evaluation.feature_net import SampleQuality, Sampler
 from genjax.loops import epochs
 from genjax.models.autoencoder import VAE
 from genjax.steps import vae as steps
@@ -26,6 +26,8 @@ NAME = "vae"
 IDENTITY = ("latent_dim", "hidden_dim", "likelihood", "beta", "binarize")
 # Settings held in the state as arrays: trials that differ only in these train as one program.
 VECTOR_FIELDS = ("seed", "learning_rate", "beta")
+# Where no bound is reported: the one genjax computes is a Bernoulli likelihood's.
+LIKELIHOOD = "none at these settings: --likelihood=bernoulli --binarize=dynamic give one"
 
 
 def load_data(config: Config) -> data.Dataset:
@@ -165,12 +167,13 @@ def evaluate(config: Config, state, dataset: data.Dataset, quality=None) -> dict
         }
     if config.eval_samples:
         quality = quality or SampleQuality(config, dataset)
-
-        def sample(i):
-            return steps.generate(state, jax.random.fold_in(key, i), EVAL_BATCH)
-
-        figures |= quality(sample, steps.PIXEL_RANGE)
+        figures |= quality.of(sampler(config, state, dataset), key)
     return figures
+
+
+def sampler(config: Config, state, dataset: data.Dataset) -> Sampler:
+    """Decodings of z ~ N(0, I), the prior."""
+    return Sampler(lambda key, labels: steps.generate(state, key, len(labels)), steps.PIXEL_RANGE)
 
 
 def comparison(config: Config, state, dataset: data.Dataset):

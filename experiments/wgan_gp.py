@@ -19,7 +19,9 @@ import jax
 
 # The DCGAN's: its data, fixed noise and FID evaluation serve any unconditional generator.
 from experiments.dcgan import GRID, evaluate, fixed_noise, load_data
-from experiments.dcgan import comparison as comparison  # A registry part.
+from experiments.dcgan import LIKELIHOOD as LIKELIHOOD  # Registry parts, the DCGAN's.
+from experiments.dcgan import comparison as comparison
+from experiments.dcgan import sampler as sampler
 from genjax import cli, data, images, run
 from genjax.config import WGANGPConfig as Config
 from genjax.evaluation.feature_net import SampleQuality

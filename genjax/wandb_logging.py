@@ -114,7 +114,8 @@ class Session:
 
         journal: a file every logged row is appended to (see the
         module's docstring); restore_history reads it back."""
-        self.directory = Path(directory)
+        # Absolute: W&B's service process resolves a relative dir against its own folder.
+        self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._failed_once = False
         # One worker, so steps reach W&B in the order they were logged (as CLU's
@@ -127,7 +128,7 @@ class Session:
         self._held_elsewhere: set[int] = set()  # Steps earlier processes' W&B files hold.
         mode = choose_mode(mode)
         kwargs = dict(
-            dir=str(directory),
+            dir=str(self.directory),
             config=dict(config),
             project=project or None,
             entity=entity or None,

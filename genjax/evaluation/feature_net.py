@@ -16,9 +16,9 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -214,6 +214,21 @@ def load(config) -> FeatureNet:
     return net
 
 
+class Sampler(NamedTuple):
+    """A trained generator, as evaluations and the leaderboard draw from it: draw(key, labels)
+    gives one image per entry of labels [N] (the classes a conditional generator is asked
+    for; the others take only their number), in pixel_range."""
+
+    draw: Callable[[jax.Array, jax.Array], jax.Array]
+    pixel_range: tuple[float, float]
+    conditional: bool = False
+
+    def images(self, key: jax.Array, num: int, num_classes: int) -> np.ndarray:
+        """num uint8 images drawn with key, every class in turn (conditional generators)."""
+        labels = sample_quality.requested_labels(0, num, num_classes)
+        return images.to_uint8(jax.device_get(self.draw(key, labels)), self.pixel_range)
+
+
 class SampleQuality:
     """eval/fid, eval/precision, eval/recall of a generator against the test split.
 
@@ -259,6 +274,20 @@ class SampleQuality:
             self.net.features, sample, self.num, EVAL_BATCH, pixel_range
         )
         return self._figures(generated)
+
+    def of(self, sampler: Sampler, key: jax.Array, batch: int = EVAL_BATCH) -> dict[str, float]:
+        """The figures of sampler's images, batch i drawn with fold_in(key, i) (the same
+        images at every evaluation point: the curve shows the model, not the draw)."""
+        classes = self.dataset.info.num_classes
+
+        def sample(i, labels=None):
+            if labels is None:
+                labels = sample_quality.requested_labels(i, batch, classes)
+            return sampler.draw(jax.random.fold_in(key, i), labels)
+
+        if sampler.conditional:
+            return self.conditional(sample, classes, sampler.pixel_range)
+        return self(sample, sampler.pixel_range)
 
     def conditional(
         self,
