@@ -106,3 +106,24 @@ def test_compare_mode_times_the_keras_model_and_prints_the_ratio(tmp_path, capsy
         install = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
         assert torch_row == {"framework": "torch", "skipped": f"not installed: {install}"}
         assert "torch: skipped" in captured.err
+
+
+@pytest.mark.slow
+def test_the_torch_unet_side_is_genjax_unet_or_says_how_to_install_torch(tmp_path, capsys):
+    model = "diffusion"  # Flow matching's side is the same U-Net and trainer, another loss.
+    out = tmp_path / "bench.json"
+    argv = [f"--models={model}", "--batch_sizes=4", "--seconds=0.05", "--dispatch_steps=2"]
+    argv += ["--matmul_size=128", "--compare=torch", f"--out={out}"]
+    assert benchmark.main(argv) == 0
+    (torch_row,) = json.loads(out.read_text())["comparisons"]
+    if importlib.util.find_spec("torch") is not None:
+        from benchmarks import torch_diffusion
+
+        # The same parameter tensors as genjax's U-Net (checked before timing, every run).
+        flax_sizes = torch_diffusion.flax_parameter_sizes(32, True)
+        assert torch_row["parameters"] == sum(flax_sizes) == torch_diffusion.parameter_count()
+        assert torch_row["model"] == model and torch_row["steps_per_s"] > 0
+        assert {v["channels_last"] for v in torch_row["variants"]} == {False, True}
+    else:
+        assert torch_row["skipped"].startswith("not installed: pip install torch")
+        assert "torch: skipped" in capsys.readouterr().err

@@ -166,6 +166,8 @@ def segment_runner(config: IterationConfig, steps, train_split, keys, stop):
         pixel_range=steps.PIXEL_RANGE,
         sampling=config.sampling,
     )
+    if jax.default_backend() == "cpu":  # A family's XLA:CPU settings (its steps module's).
+        static["compiler_options"] = tuple(getattr(steps, "CPU_COMPILER_OPTIONS", {}).items())
     several_devices = sharding.count() > 1
 
     def segment(state, length):

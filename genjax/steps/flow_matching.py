@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from genjax import sharding
 from genjax.steps import ema
+from genjax.steps.ema import CPU_COMPILER_OPTIONS as CPU_COMPILER_OPTIONS  # The loop's.
 from genjax.steps.ema import EMAState
 
 PIXEL_RANGE = (-1.0, 1.0)  # Data scaled to the range of the unit-variance noise.

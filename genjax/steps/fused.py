@@ -125,20 +125,31 @@ def _sampled_step(
 _SAMPLED = ("train_step", "batch_size", "pixel_range", "sampling")
 
 
-@functools.partial(jax.jit, static_argnames=_SAMPLED, donate_argnames="state")
-def sampled_step(state, images, labels, step_key, data_key, **static):
-    """One step on the batch draw_indices gives it: (state, metrics of scalars)."""
-    return _sampled_step(state, images, labels, step_key, data_key, **static)
-
-
-@functools.partial(jax.jit, static_argnames=(*_SAMPLED, "num_steps"), donate_argnames="state")
-def sampled_steps(state, images, labels, step_key, data_key, *, num_steps: int, **static):
-    """num_steps such steps in one lax.scan: (state, metrics [num_steps] each)."""
-
+def _sampled_steps(state, images, labels, step_key, data_key, *, num_steps: int, **static):
     def body(state, _):
         return _sampled_step(state, images, labels, step_key, data_key, **static)
 
     return jax.lax.scan(body, state, None, length=num_steps)
+
+
+@functools.cache
+def _jitted(fn, static: tuple[str, ...], compiler_options: tuple) -> Callable:
+    """fn jitted once per set of XLA compiler options (a jit's are fixed when it is made)."""
+    options = dict(compiler_options) or None
+    return jax.jit(fn, static_argnames=static, donate_argnames="state", compiler_options=options)
+
+
+def sampled_step(state, images, labels, step_key, data_key, *, compiler_options=(), **static):
+    """One step on the batch draw_indices gives it: (state, metrics of scalars), compiled
+    with XLA's `compiler_options` ((name, value) pairs)."""
+    step = _jitted(_sampled_step, _SAMPLED, tuple(compiler_options))
+    return step(state, images, labels, step_key, data_key, **static)
+
+
+def sampled_steps(state, images, labels, step_key, data_key, *, compiler_options=(), **static):
+    """num_steps such steps in one lax.scan: (state, metrics [num_steps] each)."""
+    steps = _jitted(_sampled_steps, (*_SAMPLED, "num_steps"), tuple(compiler_options))
+    return steps(state, images, labels, step_key, data_key, **static)
 
 
 def _evaluate(state, images, labels, key, *, eval_step, batch_size, pixel_range, outputs, keep):
