@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the report's experiments at their defaults (W&B offline, workdirs under runs/docs/)
 # and copies one picture of each into docs/, where the README shows them. Resumable: a
-# finished run is not trained again. About 70 minutes on a 2-core CPU. WGAN-GP runs 1,000 of
+# finished run is not trained again. About 2 hours on a 2-core CPU. WGAN-GP runs 1,000 of
 # its 30,000 default iterations here (about 1.6 iterations/s on such a CPU).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,4 +24,11 @@ cp runs/docs/cgan/images/generated_by_class.png docs/cgan_generated_by_class.png
 run python -m experiments.wgan_gp --workdir=runs/docs/wgan_gp --wandb_mode=offline \
   --iterations=1000
 cp runs/docs/wgan_gp/images/generated_images.png docs/wgan_gp_generated.png
+run python -m experiments.diffusion --workdir=runs/docs/diffusion --wandb_mode=offline
+cp runs/docs/diffusion/images/generated_images.png docs/diffusion_generated.png
+run python -m experiments.flow_matching --workdir=runs/docs/flow_matching --wandb_mode=offline
+cp runs/docs/flow_matching/images/trajectory.png docs/flow_matching_trajectory.png
+# The README's results table: every run above in one table and one picture.
+run python -m experiments.leaderboard --runs=runs/docs --wandb_mode=offline
+cp runs/docs/leaderboard/leaderboard.png docs/leaderboard.png
 echo "pictures written to $root/docs"
