@@ -44,8 +44,10 @@ def steps_per_dispatch(name: str, bench) -> int:
     return config.steps_per_dispatch if isinstance(config, EpochConfig) else config.gen_interval
 
 
-def case(name: str, batch: int, bench) -> dict:
-    """One row: steps/s, images/s, compile seconds, peak memory, FLOPs (and --floor)."""
+def case(name: str, batch: int, bench, xla_defaults: bool = False) -> dict:
+    """One row: steps/s, images/s, compile seconds, peak memory, FLOPs (and --floor).
+    xla_defaults: compile an iteration family's step with XLA's default options instead of
+    its steps module's CPU_COMPILER_OPTIONS (iterations.compiler_options)."""
     experiment = registry.EXPERIMENTS[name]
     config = run_config(name, batch, bench)
     dataset = experiment.load_data(config)
@@ -57,8 +59,10 @@ def case(name: str, batch: int, bench) -> dict:
     if isinstance(config, EpochConfig):
         length = min(length, epochs.steps_per_epoch(config, len(split)))
         dispatch, box = _epoch_dispatches(state, split, keys, steps, config, length)
+        options = {}
     else:
-        dispatch, box = _segments(state, split, keys, steps, config, length)
+        options = {} if xla_defaults else iterations.compiler_options(steps)
+        dispatch, box = _segments(state, split, keys, steps, config, length, options)
     first, per_dispatch, calls = timed(dispatch, bench.seconds)
     # The images one step takes: an iteration may draw more or fewer than a batch (WGAN-GP's
     # n_critic batches, the CGAN's half batch).
@@ -81,6 +85,7 @@ def case(name: str, batch: int, bench) -> dict:
         "gflops": step_flops * steps_per_s / 1e9,
         "steps_per_dispatch": length,
         "timed_dispatches": calls,
+        "xla_options": options,
     }
     if bench.floor:
         # A GAN's three Adam updates stay in its rest: small beside its convolutions.
@@ -123,9 +128,9 @@ class _NoSignal:
     signum = None
 
 
-def _segments(state, split, keys, steps, config, length):
+def _segments(state, split, keys, steps, config, length, options):
     """As the iteration loop: one segment, then its metrics on the host."""
-    segment = iterations.segment_runner(config, steps, split, keys, _NoSignal())
+    segment = iterations.segment_runner(config, steps, split, keys, _NoSignal(), options)
     box = {"state": state}
 
     def dispatch():

@@ -10,8 +10,9 @@ dispatch's time minus a steady one), peak host memory, FLOPs per step (benchmark
 the matmuls and convolutions of one jitted step, counted from its jaxpr), achieved GFLOP/s
 and its share of this machine's float32 matmul peak, measured first with one large jitted
 matmul. Prints a table and writes JSON (--out). --compare=keras,torch times the same models
-in those frameworks; --floor=true times each step's matmuls, convolutions and optimizer
-update alone, beside the step; --logging_cost=true runs each experiment for its logging share.
+in those frameworks, --compare=xla_defaults genjax's step with XLA's default options;
+--floor=true times each step's matmuls, convolutions and optimizer update alone, beside the
+step; --logging_cost=true runs each experiment for its logging share.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ _ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = {
     "keras": ("tensorflow", "pip install tensorflow-cpu keras (GPU: tensorflow)"),
     "torch": ("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu"),
+    # genjax's own case, its step compiled with XLA's defaults instead of its family's
+    # CPU_COMPILER_OPTIONS: what those options buy, timed side by side.
+    "xla_defaults": ("jax", ""),
 }
+XLA_DEFAULTS_LABEL = "genjax, XLA's default options"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +66,8 @@ class BenchmarkConfig:
     data_source: Literal["auto", "tfds", "idx"] = "auto"  # Where the data comes from.
     out: str = ""  # "" = runs/benchmark/<backend>.json
     # Also time the same models in other frameworks, where installed: "keras" (TensorFlow
-    # backend, the report's), "torch"; comma-separated. Their ratios are printed.
+    # backend, the report's), "torch"; or "xla_defaults" (genjax's step without its
+    # family's XLA:CPU options); comma-separated. Their ratios are printed.
     compare: str = ""
     # Rounds: in each, every case runs once in genjax and then in each --compare framework,
     # interleaved so that a machine that slows down mid-run affects both sides; the medians
@@ -139,6 +145,9 @@ def _other_case(framework: str, name: str, batch: int, config: BenchmarkConfig) 
 def run_case(config: BenchmarkConfig) -> dict:
     name, _, batch = config.case.partition(":")
     framework, _, name = name.rpartition("/")
+    if framework == "xla_defaults":
+        row = cases.case(name, int(batch), config, xla_defaults=True)
+        return {**row, "framework": XLA_DEFAULTS_LABEL}
     if framework:
         return _other_case(framework, name, int(batch), config)
     if name == "matmul":

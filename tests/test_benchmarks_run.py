@@ -9,6 +9,8 @@ import json
 import pytest
 
 from benchmarks import run as benchmark
+from genjax.loops import iterations
+from genjax.steps import diffusion as diffusion_steps
 
 
 @pytest.mark.slow
@@ -113,9 +115,19 @@ def test_the_torch_unet_side_is_genjax_unet_or_says_how_to_install_torch(tmp_pat
     model = "diffusion"  # Flow matching's side is the same U-Net and trainer, another loss.
     out = tmp_path / "bench.json"
     argv = [f"--models={model}", "--batch_sizes=4", "--seconds=0.05", "--dispatch_steps=2"]
-    argv += ["--matmul_size=128", "--compare=torch", f"--out={out}"]
+    argv += ["--matmul_size=128", "--compare=torch,xla_defaults", f"--out={out}"]
     assert benchmark.main(argv) == 0
-    (torch_row,) = json.loads(out.read_text())["comparisons"]
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    by_torch = sorted(result["comparisons"], key=lambda r: not r["framework"].startswith("torch"))
+    torch_row, xla_row = by_torch
+    # The same genjax step compiled with XLA's default options, beside the family's own.
+    assert row["xla_options"] == iterations.compiler_options(diffusion_steps) != {}
+    assert xla_row["framework"] == benchmark.XLA_DEFAULTS_LABEL and xla_row["xla_options"] == {}
+    assert xla_row["model"] == model and xla_row["gflop_per_step"] == row["gflop_per_step"]
+    assert xla_row["speedup"] == pytest.approx(row["steps_per_s"] / xla_row["steps_per_s"])
+    captured = capsys.readouterr()
+    assert benchmark.XLA_DEFAULTS_LABEL in captured.out
     if importlib.util.find_spec("torch") is not None:
         from benchmarks import torch_diffusion
 
@@ -126,4 +138,4 @@ def test_the_torch_unet_side_is_genjax_unet_or_says_how_to_install_torch(tmp_pat
         assert {v["channels_last"] for v in torch_row["variants"]} == {False, True}
     else:
         assert torch_row["skipped"].startswith("not installed: pip install torch")
-        assert "torch: skipped" in capsys.readouterr().err
+        assert "torch: skipped" in captured.err

@@ -147,7 +147,15 @@ def _train(run, dataset, steps, pictures, evaluate, report_line) -> None:
             stop_if_signalled([run], step)
 
 
-def segment_runner(config: IterationConfig, steps, train_split, keys, stop):
+def compiler_options(steps) -> dict:
+    """The XLA options a family's training step is compiled with here: its steps module's
+    CPU_COMPILER_OPTIONS on CPU, none elsewhere."""
+    if jax.default_backend() != "cpu":
+        return {}
+    return dict(getattr(steps, "CPU_COMPILER_OPTIONS", {}))
+
+
+def segment_runner(config: IterationConfig, steps, train_split, keys, stop, options=None):
     """(state, length) -> (state, metrics [length] each): `length` iterations as --fuse says,
     each on the batch fused.draw_indices gives its step. The loop and the benchmark use it.
 
@@ -155,7 +163,9 @@ def segment_runner(config: IterationConfig, steps, train_split, keys, stop):
     The host waits for the previous iteration before going on (one in flight), so the stop
     flag (stop.signum) is read as iterations finish and a signal ends the segment within
     about one iteration. Several devices wait for each iteration: back-to-back cross-device
-    dispatches can abort XLA:CPU's collectives (a rendezvous timeout)."""
+    dispatches can abort XLA:CPU's collectives (a rendezvous timeout).
+
+    options: XLA compiler options for the step; None = compiler_options(steps)."""
     fuse = config.fuse
     if fuse == "auto":
         fuse = "loop" if jax.default_backend() == "cpu" else "scan"
@@ -166,8 +176,9 @@ def segment_runner(config: IterationConfig, steps, train_split, keys, stop):
         pixel_range=steps.PIXEL_RANGE,
         sampling=config.sampling,
     )
-    if jax.default_backend() == "cpu":  # A family's XLA:CPU settings (its steps module's).
-        static["compiler_options"] = tuple(getattr(steps, "CPU_COMPILER_OPTIONS", {}).items())
+    options = compiler_options(steps) if options is None else options
+    if options:
+        static["compiler_options"] = tuple(options.items())
     several_devices = sharding.count() > 1
 
     def segment(state, length):

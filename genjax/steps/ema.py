@@ -12,10 +12,10 @@ import optax
 from flax import struct
 from flax.training import train_state
 
-# The U-Net families' training step on XLA:CPU: without its YNNPACK library fusions, XLA
-# runs the convolutions and their gradients itself, 1.3-1.7x faster here (measured:
-# docs/performance.md). Read by the iteration loop, on CPU only.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# The U-Net families' training step on XLA:CPU: YNNPACK library fusions for reductions only
+# (the group norms'); XLA's own emitters run the convolutions and their gradients, faster
+# than YNNPACK's here (measured: docs/performance.md). Read by the iteration loop, on CPU.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 CLIP_NORM = 1.0  # Gradients clipped to this global norm: guards the first steps' spikes.
 # The average's warm-up, min(decay, (1 + n) / (WARMUP + n)) after n updates: early pictures
 # show the trained weights, not a mix dominated by the random initialisation.
