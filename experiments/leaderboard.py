@@ -186,7 +186,8 @@ def measure(config: LeaderboardConfig, folder: Path) -> Row:
     if row.values["-log p bound (nats)"] is None:
         row.notes["-log p bound (nats)"] = experiment.LIKELIHOOD
     row.values["parameters"] = parameter_count(state)
-    wall = figures.get("time/wall_s")
+    # Every process of a resumed run; runs from before time/train_s have their last one's.
+    wall = figures.get("time/train_s", figures.get("time/wall_s"))
     row.values["train min"] = None if wall is None else wall / 60
     dataset = experiment.load_data(run_config)
     sampler = experiment.sampler(run_config, state, dataset)

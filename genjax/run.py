@@ -173,6 +173,11 @@ class Run:
     def image_dir(self) -> Path:
         return self.workdir / "images"
 
+    def train_s(self) -> float:
+        """Seconds of training behind the state: the restored checkpoint's, plus this
+        process's since it started training (time/train_s; time/wall_s is this process's)."""
+        return self.record.get("train_s", 0.0) + time.perf_counter() - self.started
+
     @property
     def training(self) -> bool:
         """Still to train: neither finished nor failed."""
@@ -191,6 +196,7 @@ class Run:
                 "config": self.config.to_dict(),
                 # An early stop ends a run before its last step: a rerun must know.
                 "early_terminated": self.summary is not None and self.stopped_early,
+                "train_s": self.train_s(),
                 **extra,
             },
         )
@@ -239,6 +245,8 @@ class Run:
             **metrics,
             **({"early_terminated": True} if self.stopped_early else {}),
             "time/wall_s": wall,
+            # With the processes before a resume: what the run took, for the leaderboard.
+            "time/train_s": self.record.get("train_s", 0.0) + wall,
             # The loop's logging seconds and the W&B thread's, counted in full although
             # that thread runs beside training: an upper bound of what logging costs.
             "time/logging_share": (self.logging_s + self.wandb.worker_s) / wall,

@@ -133,8 +133,10 @@ def test_end_to_end_run_reads_back_from_wandb(wandb_home, tmp_path, capsys, feat
     assert back["summary"]["time/logging_share"] == summary["time/logging_share"]
     assert sorted(k for k in summary if k.startswith("time/")) == [
         "time/logging_share",
+        "time/train_s",
         "time/wall_s",
     ]
+    assert summary["time/train_s"] == summary["time/wall_s"]  # One process, no resume.
 
 
 @pytest.mark.slow

@@ -217,11 +217,16 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(small_data, tmp_path, uni
     assert "SIGTERM received: stopped at step" in err and "Traceback" not in err
     stopped_at = int(err.split("stopped at step ")[1].split()[0])
     assert Checkpoints(workdir).latest_step() == stopped_at
+    first_s = Checkpoints(workdir).newest_record()["train_s"]
     first_run = wandb_logging.read_run(wandb_logging.find_run_dirs(workdir)[0])
     assert first_run["state"] != "finished"  # Marked preempted/failed, not finished.
     code, out, err = _finish(_start(small_data, workdir, home))
     assert code == 0, err
-    assert _summary(workdir)["state_sha256"] == uninterrupted["state_sha256"]
+    summary = _summary(workdir)
+    assert summary["state_sha256"] == uninterrupted["state_sha256"]
+    # The run's training time counts the first process's, up to its checkpoint.
+    assert first_s > 0
+    assert summary["time/train_s"] == pytest.approx(first_s + summary["time/wall_s"])
     history = _wandb_history(workdir)
     assert len(history["ids"]) == 1 and history["steps"] == [1, 2, 3, 4, 5]
 
