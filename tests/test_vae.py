@@ -59,7 +59,7 @@ def test_the_latent_draw_uses_its_own_named_stream():
 def test_the_report_loss_is_784_times_mse_plus_kl():
     state = _state()
     x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
-    terms, _ = steps._terms(state.params, state, {"image": x}, jax.random.key(2))
+    terms, _ = steps.loss_terms(state.params, state, {"image": x}, jax.random.key(2))
     _, latent_key = jax.random.split(jax.random.key(2))
     logits, mean, log_var = state.apply_fn({"params": state.params}, x, rngs={"latent": latent_key})
     mse = jnp.mean(jnp.square(x - jax.nn.sigmoid(logits)).reshape(3, -1), axis=1)
@@ -78,7 +78,7 @@ def test_reparameterized_gradient_matches_finite_differences():
         x = jax.random.bernoulli(jax.random.key(3), 0.3, (8, 28, 28, 1)).astype(jnp.float64)
 
         def loss(params):
-            terms, _ = steps._terms(params, state, {"image": x}, jax.random.key(4))
+            terms, _ = steps.loss_terms(params, state, {"image": x}, jax.random.key(4))
             return jnp.mean(terms["loss"])
 
         grads = jax.grad(loss)(params)

@@ -17,13 +17,7 @@ from genjax.models.cvae import CVAE
 from genjax.steps import vae
 from genjax.steps.state import adam
 from genjax.steps.state import create as create_train_state
-from genjax.steps.vae import (
-    VAEState,
-    binarize,
-    interpolation_points,
-    manifold_grid,
-    reconstruction_loss,
-)
+from genjax.steps.vae import VAEState, interpolation_points, manifold_grid
 
 PIXEL_RANGE = vae.PIXEL_RANGE  # The decoder's sigmoid, as the VAE's.
 # The per-example output of the eval step that the latent-space pictures plot.
@@ -72,19 +66,8 @@ def one_hot(state: CVAEState, labels: jax.Array) -> jax.Array:
 
 
 def _terms(params, state: CVAEState, batch, key):
-    """Per-example loss terms [B] (one z sample each) and the posterior means."""
-    bin_key, latent_key = jax.random.split(key)
-    x = batch["image"]
-    if state.dynamic_binarization:
-        x = binarize(bin_key, x)
-    y = one_hot(state, batch["label"])
-    logits, z_mean, z_log_var = state.apply_fn(
-        {"params": params}, x, y, rngs={"latent": latent_key}
-    )
-    recon = reconstruction_loss(state.likelihood, x, logits)
-    kl = losses.gaussian_kl(z_mean, z_log_var)
-    terms = {"reconstruction_loss": recon, "kl_loss": kl}
-    return {"loss": recon + state.hparams["beta"] * kl, **terms}, z_mean
+    """The VAE's per-example loss terms and posterior means, given the batch's labels."""
+    return vae.loss_terms(params, state, batch, key, one_hot(state, batch["label"]))
 
 
 @functools.partial(jax.jit, donate_argnames="state")

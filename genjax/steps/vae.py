@@ -63,13 +63,16 @@ def binarize(key: jax.Array, x: jax.Array) -> jax.Array:
     return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-def _terms(params, state: VAEState, batch, key):
-    """Per-example loss terms [B] (one z sample each) and the posterior means."""
+def loss_terms(params, state: VAEState, batch, key, *conditioning):
+    """Per-example loss terms [B] (one z sample each) and the posterior means; conditioning:
+    the model's inputs after the images (the CVAE's one-hot labels)."""
     bin_key, latent_key = jax.random.split(key)
     x = batch["image"]
     if state.dynamic_binarization:
         x = binarize(bin_key, x)
-    logits, z_mean, z_log_var = state.apply_fn({"params": params}, x, rngs={"latent": latent_key})
+    logits, z_mean, z_log_var = state.apply_fn(
+        {"params": params}, x, *conditioning, rngs={"latent": latent_key}
+    )
     recon = reconstruction_loss(state.likelihood, x, logits)
     kl = losses.gaussian_kl(z_mean, z_log_var)
     loss = recon + state.hparams["beta"] * kl
@@ -82,7 +85,7 @@ def train_step(state: VAEState, batch, key):
     key = jax.random.fold_in(key, state.step)
 
     def loss_fn(params):
-        terms, _ = _terms(params, state, batch, key)
+        terms, _ = loss_terms(params, state, batch, key)
         return jnp.mean(terms["loss"]), terms
 
     grads, terms = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -94,7 +97,7 @@ def train_step(state: VAEState, batch, key):
 def eval_step(state: VAEState, batch, key):
     """Per-example loss, reconstruction and KL, [B] each (one z sample each), and the
     posterior mean z_mean [B, latent_dim] (EVAL_OUTPUTS)."""
-    terms, z_mean = _terms(state.params, state, batch, key)
+    terms, z_mean = loss_terms(state.params, state, batch, key)
     return terms | {"z_mean": z_mean}
 
 
