@@ -173,10 +173,12 @@ class Run:
     def image_dir(self) -> Path:
         return self.workdir / "images"
 
-    def train_s(self) -> float:
+    def train_s(self, wall: float | None = None) -> float:
         """Seconds of training behind the state: the restored checkpoint's, plus this
-        process's since it started training (time/train_s; time/wall_s is this process's)."""
-        return self.record.get("train_s", 0.0) + time.perf_counter() - self.started
+        process's `wall` seconds (default: since it started training)."""
+        if wall is None:
+            wall = time.perf_counter() - self.started
+        return self.record.get("train_s", 0.0) + wall
 
     @property
     def training(self) -> bool:
@@ -246,7 +248,7 @@ class Run:
             **({"early_terminated": True} if self.stopped_early else {}),
             "time/wall_s": wall,
             # With the processes before a resume: what the run took, for the leaderboard.
-            "time/train_s": self.record.get("train_s", 0.0) + wall,
+            "time/train_s": self.train_s(wall),
             # The loop's logging seconds and the W&B thread's, counted in full although
             # that thread runs beside training: an upper bound of what logging costs.
             "time/logging_share": (self.logging_s + self.wandb.worker_s) / wall,
